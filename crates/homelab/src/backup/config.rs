@@ -1,0 +1,473 @@
+//! The backup configuration file: one TOML file, every key known, every error located.
+//!
+//! The NixOS module writes this file from its options; `examples/backup.toml` in the crate shows
+//! every key with its meaning.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use miette::{Diagnostic, NamedSource, SourceSpan};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A configuration error, pointing at the file, line and dotted key.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("{}{}: {key}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+#[diagnostic(code(homelab::backup::config))]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+    #[source_code]
+    source_code: NamedSource<String>,
+    #[label("{message}")]
+    span: Option<SourceSpan>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BackupConfig {
+    /// Holds the lock, kopia's client config and cache, and the job state.
+    pub state_dir: Spanned<PathBuf>,
+    /// How long a job waits for another to release the lock before giving up.
+    #[serde(default = "defaults::lock_timeout", with = "humantime_serde")]
+    pub lock_timeout: Duration,
+    /// A source whose last good snapshot is older than this is stale.
+    #[serde(default = "defaults::rpo", with = "humantime_serde")]
+    pub rpo: Duration,
+    /// Directory of node-exporter's textfile collector; no metrics file when absent.
+    pub textfile_dir: Option<PathBuf>,
+    pub repository: Repository,
+    #[serde(default)]
+    pub retention: Retention,
+    pub offsite: Option<Offsite>,
+    #[serde(default)]
+    pub verify: Verify,
+    #[serde(default)]
+    pub notify: Notify,
+    #[serde(rename = "source")]
+    pub sources: Vec<Source>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Repository {
+    /// The Kopia filesystem repository.
+    pub path: Spanned<PathBuf>,
+    /// File whose content (trailing newline ignored) is the repository password.
+    pub password_file: PathBuf,
+    /// Create the repository when `path` holds none; otherwise a missing repository is an error.
+    #[serde(default)]
+    pub create: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Retention {
+    #[serde(default = "defaults::keep")]
+    pub keep_latest: u32,
+    #[serde(default)]
+    pub keep_hourly: u32,
+    #[serde(default = "defaults::keep")]
+    pub keep_daily: u32,
+    #[serde(default = "defaults::keep")]
+    pub keep_weekly: u32,
+    #[serde(default = "defaults::keep")]
+    pub keep_monthly: u32,
+    #[serde(default)]
+    pub keep_annual: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            keep_latest: defaults::keep(),
+            keep_hourly: 0,
+            keep_daily: defaults::keep(),
+            keep_weekly: defaults::keep(),
+            keep_monthly: defaults::keep(),
+            keep_annual: 0,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Offsite {
+    /// Environment file with R2_ENDPOINT, R2_BUCKET, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY.
+    pub credentials_file: PathBuf,
+    #[serde(default = "defaults::region")]
+    pub region: String,
+    /// Tries of `sync-to` before the sync fails.
+    #[serde(default = "defaults::attempts")]
+    pub attempts: Spanned<u32>,
+    /// Wait before the second try; doubled before each later one.
+    #[serde(default = "defaults::retry_delay", with = "humantime_serde")]
+    pub retry_delay: Duration,
+    #[serde(default = "defaults::parallel")]
+    pub parallel: u32,
+    /// The mirror is stale when the last successful sync is older than this.
+    #[serde(default = "defaults::offsite_rpo", with = "humantime_serde")]
+    pub rpo: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Verify {
+    /// Share of files `backup verify` downloads and checks, 0 to 100.
+    #[serde(default = "defaults::files_percent")]
+    pub files_percent: Spanned<f64>,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Self {
+            files_percent: defaults::files_percent(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Notify {
+    /// URL that receives a POST with the failure text (ntfy topic, healthchecks `/fail` URL).
+    pub webhook: Option<Spanned<String>>,
+    pub matrix: Option<Matrix>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Matrix {
+    pub homeserver: Spanned<String>,
+    /// Room ID (`!…:server`) the bot account has joined.
+    pub room: String,
+    pub access_token_file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Source {
+    /// Short name used in tags, metrics and reports: lowercase letters, digits and dashes.
+    pub name: Spanned<String>,
+    /// Absolute path of the directory to snapshot.
+    pub path: Spanned<PathBuf>,
+    /// Kopia ignore patterns (gitignore syntax, `/` anchors at the source root).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    pub quiesce: Option<QuiesceCapture>,
+    pub sqlite: Option<SqliteCapture>,
+    pub dump: Option<DumpCapture>,
+}
+
+/// Copy SQLite databases with the online backup API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SqliteCapture {
+    /// Glob patterns relative to the source path (`db.sqlite3`, `dbs/*/data`).
+    pub databases: Spanned<Vec<String>>,
+}
+
+/// Stream a command's stdout into a file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DumpCapture {
+    /// File name of the dump inside the staging folder.
+    pub file: Spanned<String>,
+    pub command: Spanned<Vec<String>>,
+    /// Text the dump must end with (pg_dumpall writes a closing comment), checked at capture and
+    /// by the drill.
+    pub expect_tail: Option<String>,
+    #[serde(default = "defaults::dump_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// Stop the app before the snapshot and start it again after, whatever happened.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct QuiesceCapture {
+    pub stop: Spanned<Vec<Vec<String>>>,
+    pub start: Spanned<Vec<Vec<String>>>,
+    /// Limit for each stop or start command.
+    #[serde(default = "defaults::quiesce_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn lock_timeout() -> Duration {
+        Duration::from_secs(30 * 60)
+    }
+    pub fn rpo() -> Duration {
+        Duration::from_secs(26 * 3600)
+    }
+    pub fn keep() -> u32 {
+        10
+    }
+    pub fn region() -> String {
+        "auto".to_owned()
+    }
+    pub fn attempts() -> toml::Spanned<u32> {
+        toml::Spanned::new(0..0, 5)
+    }
+    pub fn retry_delay() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn parallel() -> u32 {
+        4
+    }
+    pub fn offsite_rpo() -> Duration {
+        Duration::from_secs(13 * 3600)
+    }
+    pub fn files_percent() -> toml::Spanned<f64> {
+        toml::Spanned::new(0..0, 5.0)
+    }
+    pub fn dump_timeout() -> Duration {
+        Duration::from_secs(2 * 3600)
+    }
+    pub fn quiesce_timeout() -> Duration {
+        Duration::from_secs(10 * 60)
+    }
+}
+
+impl BackupConfig {
+    /// Reads, parses and validates the file at `file`.
+    pub fn load(file: &Path) -> Result<Self, Box<ConfigError>> {
+        let text = std::fs::read_to_string(file).map_err(|err| {
+            Box::new(ConfigError::new(file, "", 0..0, format!("cannot read: {err}")))
+        })?;
+        Self::parse(file, text)
+    }
+
+    pub fn parse(file: &Path, text: String) -> Result<Self, Box<ConfigError>> {
+        let parsed = toml::Deserializer::parse(&text)
+            .map_err(|err| (String::new(), err))
+            .and_then(|de| {
+                serde_path_to_error::deserialize::<_, Self>(de)
+                    .map_err(|err| (err.path().to_string(), err.into_inner()))
+            });
+        let config = match parsed {
+            Ok(config) => config,
+            Err((key, err)) => {
+                let span = err.span().unwrap_or(0..0);
+                let err = ConfigError::new(file, &key, span, err.message().to_owned());
+                return Err(Box::new(err.with_source(text)));
+            }
+        };
+        match config.validate() {
+            Ok(()) => Ok(config),
+            Err((key, span, message)) => {
+                Err(Box::new(ConfigError::new(file, &key, span, message).with_source(text)))
+            }
+        }
+    }
+
+    /// The rules serde cannot express. Returns the dotted key, its span and what was expected.
+    fn validate(&self) -> Result<(), (String, Range<usize>, String)> {
+        require_absolute("state-dir", &self.state_dir)?;
+        require_absolute("repository.path", &self.repository.path)?;
+        if let Some(offsite) = &self.offsite
+            && *offsite.attempts.get_ref() == 0
+        {
+            return Err(invalid("offsite.attempts", &offsite.attempts, "at least 1"));
+        }
+        let percent = *self.verify.files_percent.get_ref();
+        if !(0.0..=100.0).contains(&percent) {
+            return Err(invalid(
+                "verify.files-percent",
+                &self.verify.files_percent,
+                "a number from 0 to 100",
+            ));
+        }
+        if let Some(webhook) = &self.notify.webhook {
+            require_http_url("notify.webhook", webhook)?;
+        }
+        if let Some(matrix) = &self.notify.matrix {
+            require_http_url("notify.matrix.homeserver", &matrix.homeserver)?;
+        }
+        if self.sources.is_empty() {
+            return Err((
+                "source".into(),
+                0..0,
+                "at least one [[source]] table".into(),
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, source) in self.sources.iter().enumerate() {
+            let key = |field: &str| format!("source[{i}].{field}");
+            let name = source.name.get_ref();
+            let well_formed = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !well_formed {
+                return Err(invalid(
+                    &key("name"),
+                    &source.name,
+                    "lowercase letters, digits and dashes",
+                ));
+            }
+            if !names.insert(name.as_str()) {
+                return Err(invalid(&key("name"), &source.name, "a name no other source has"));
+            }
+            require_absolute(&key("path"), &source.path)?;
+            for (j, other) in self.sources.iter().enumerate().take(i) {
+                let (a, b) = (source.path.get_ref(), other.path.get_ref());
+                if a.starts_with(b) || b.starts_with(a) {
+                    return Err(invalid(
+                        &key("path"),
+                        &source.path,
+                        &format!("a path that neither contains nor lies inside source[{j}].path"),
+                    ));
+                }
+            }
+            if let Some(sqlite) = &source.sqlite {
+                let patterns = sqlite.databases.get_ref();
+                if patterns.is_empty() {
+                    return Err(invalid(
+                        &key("sqlite.databases"),
+                        &sqlite.databases,
+                        "at least one pattern",
+                    ));
+                }
+                for pattern in patterns {
+                    if pattern.starts_with('/') || pattern.split('/').any(|part| part == "..") {
+                        return Err(invalid(
+                            &key("sqlite.databases"),
+                            &sqlite.databases,
+                            "patterns relative to the source path, without `..`",
+                        ));
+                    }
+                    if let Err(err) = glob::Pattern::new(pattern) {
+                        return Err(invalid(
+                            &key("sqlite.databases"),
+                            &sqlite.databases,
+                            &format!("valid glob patterns ({pattern}: {err})"),
+                        ));
+                    }
+                }
+            }
+            if let Some(dump) = &source.dump {
+                let file = dump.file.get_ref();
+                if file.is_empty() || file.contains('/') || file.starts_with('.') {
+                    return Err(invalid(
+                        &key("dump.file"),
+                        &dump.file,
+                        "a plain file name such as `immich.sql`",
+                    ));
+                }
+                if dump.command.get_ref().first().is_none_or(|p| p.is_empty()) {
+                    return Err(invalid(
+                        &key("dump.command"),
+                        &dump.command,
+                        "a program and its arguments, e.g. [\"pg_dumpall\", \"--clean\"]",
+                    ));
+                }
+            }
+            if let Some(quiesce) = &source.quiesce {
+                for (field, commands) in [("stop", &quiesce.stop), ("start", &quiesce.start)] {
+                    let empty = commands.get_ref().is_empty()
+                        || commands
+                            .get_ref()
+                            .iter()
+                            .any(|c| c.first().is_none_or(|p| p.is_empty()));
+                    if empty {
+                        return Err(invalid(
+                            &key(&format!("quiesce.{field}")),
+                            commands,
+                            "a list of commands, each a program and its arguments",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.name.get_ref() == name)
+    }
+
+    pub fn kopia_dir(&self) -> PathBuf {
+        self.state_dir.get_ref().join("kopia")
+    }
+}
+
+impl Source {
+    pub fn name(&self) -> &str {
+        self.name.get_ref()
+    }
+
+    pub fn path(&self) -> &Path {
+        self.path.get_ref()
+    }
+
+    /// Where this source's captures are written; snapshotted with the source.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.path().join(super::STAGING_DIR)
+    }
+
+    /// Kopia ignore rules: the configured excludes plus the live files that captures replace.
+    pub fn ignore_rules(&self) -> Vec<String> {
+        let mut rules = self.exclude.clone();
+        if let Some(sqlite) = &self.sqlite {
+            for pattern in sqlite.databases.get_ref() {
+                for suffix in ["", "-wal", "-shm", "-journal"] {
+                    rules.push(format!("/{pattern}{suffix}"));
+                }
+            }
+        }
+        rules.sort();
+        rules.dedup();
+        rules
+    }
+}
+
+fn require_absolute(key: &str, path: &Spanned<PathBuf>) -> Result<(), (String, Range<usize>, String)> {
+    if path.get_ref().is_absolute() {
+        Ok(())
+    } else {
+        Err(invalid(key, path, "an absolute path"))
+    }
+}
+
+fn require_http_url(key: &str, url: &Spanned<String>) -> Result<(), (String, Range<usize>, String)> {
+    let value = url.get_ref();
+    if value.starts_with("https://") || value.starts_with("http://") {
+        Ok(())
+    } else {
+        Err(invalid(key, url, "an http:// or https:// URL"))
+    }
+}
+
+fn invalid<T>(key: &str, value: &Spanned<T>, expected: &str) -> (String, Range<usize>, String) {
+    (key.to_owned(), value.span(), format!("expected {expected}"))
+}
+
+impl ConfigError {
+    fn new(file: &Path, key: &str, span: Range<usize>, message: String) -> Self {
+        Self {
+            file: file.to_owned(),
+            line: None,
+            key: if key.is_empty() || key == "." {
+                "(top level)".to_owned()
+            } else {
+                key.to_owned()
+            },
+            message,
+            source_code: NamedSource::new(file.display().to_string(), String::new()),
+            span: (!span.is_empty()).then(|| span.clone().into()),
+        }
+    }
+
+    fn with_source(mut self, text: String) -> Self {
+        if let Some(span) = self.span {
+            self.line = Some(text[..span.offset().min(text.len())].matches('\n').count() + 1);
+        }
+        self.source_code = NamedSource::new(self.file.display().to_string(), text);
+        self
+    }
+}

@@ -1,0 +1,165 @@
+//! `homelab backup …`: Kopia snapshots of the host's data, made consistent first, checked,
+//! drilled, and mirrored to R2.
+
+mod capture;
+mod check_config;
+pub mod config;
+mod drill;
+mod lock;
+mod metrics;
+mod notify;
+mod run;
+mod state;
+mod status;
+mod sync;
+mod verify;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use crate::env_vars;
+use crate::exit::ExitStatus;
+use crate::kopia::Kopia;
+use crate::process::Cancel;
+use config::BackupConfig;
+
+/// Folder inside each source where its captures are written; snapshotted with the source.
+pub const STAGING_DIR: &str = ".homelab-backup";
+/// Pin that keeps each source's newest good snapshot out of reach of retention.
+pub const LAST_GOOD_PIN: &str = "homelab-last-good";
+pub const RUN_TAG: &str = "homelab-run";
+pub const SOURCE_TAG: &str = "homelab-source";
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCmd {
+    /// Capture every source consistently and snapshot it into the Kopia repository.
+    Run(run::RunCmd),
+    /// Run repository maintenance, then mirror the repository to R2 (S3).
+    Sync(sync::SyncCmd),
+    /// Check snapshots and download a sample of their files.
+    Verify(verify::VerifyCmd),
+    /// Restore each source's last good snapshot into a temporary folder and check it.
+    Drill(drill::DrillCmd),
+    /// Last good snapshot per source and last successful sync, against the RPO.
+    Status(status::StatusCmd),
+    /// Parse and validate a configuration file, then print what it declares.
+    CheckConfig(check_config::CheckConfigCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Backup configuration file (TOML).
+    #[arg(long, env = env_vars::HOMELAB_BACKUP_CONFIG, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+pub fn run(cmd: BackupCmd) -> ExitStatus {
+    if let BackupCmd::CheckConfig(cmd) = &cmd {
+        return check_config::run(cmd);
+    }
+    let path = match &cmd {
+        BackupCmd::Run(c) => &c.config.config,
+        BackupCmd::Sync(c) => &c.config.config,
+        BackupCmd::Verify(c) => &c.config.config,
+        BackupCmd::Drill(c) => &c.config.config,
+        BackupCmd::Status(c) => &c.config.config,
+        BackupCmd::CheckConfig(c) => &c.file,
+    };
+    let config = match BackupConfig::load(path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{:?}", miette::Report::new(*err));
+            return ExitStatus::Error;
+        }
+    };
+    let (job, result) = match &cmd {
+        BackupCmd::Run(c) => ("backup run", run::run(&config, c)),
+        BackupCmd::Sync(c) => ("backup sync", sync::run(&config, c)),
+        BackupCmd::Verify(c) => ("backup verify", verify::run(&config, c)),
+        BackupCmd::Drill(c) => ("backup drill", drill::run(&config, c)),
+        BackupCmd::Status(c) => ("backup status", status::run(&config, c)),
+        BackupCmd::CheckConfig(_) => unreachable!("handled above"),
+    };
+    match result {
+        Ok(status) => status,
+        Err(err) => {
+            tracing::error!("{job} failed: {err:#}");
+            notify::failure(&config, job, &format!("{err:#}"));
+            ExitStatus::Failure
+        }
+    }
+}
+
+/// What every job that touches the repository needs: a signal flag and a connected client.
+pub(crate) struct Session {
+    pub cancel: Cancel,
+    pub kopia: Kopia,
+    _lock: Option<lock::JobLock>,
+}
+
+impl Session {
+    /// Installs the signal flag, takes the job lock when `job` is given (everything but
+    /// `status`), and connects to the repository.
+    pub fn open(config: &BackupConfig, job: Option<&str>) -> anyhow::Result<Self> {
+        let cancel = Cancel::install().context("cannot install signal handlers")?;
+        let lock = match job {
+            Some(job) => Some(lock::acquire(
+                config.state_dir.get_ref(),
+                job,
+                config.lock_timeout,
+                &cancel,
+            )?),
+            None => None,
+        };
+        let password_file = &config.repository.password_file;
+        let password = std::fs::read_to_string(password_file)
+            .with_context(|| format!("cannot read repository.password-file {}", password_file.display()))?;
+        let password = password.trim_end_matches(['\n', '\r']).to_owned();
+        anyhow::ensure!(
+            !password.is_empty(),
+            "repository.password-file {} is empty",
+            password_file.display()
+        );
+        let kopia = Kopia::new(config.kopia_dir(), password, cancel.clone());
+        kopia.connect(config.repository.path.get_ref(), config.repository.create)?;
+        Ok(Self {
+            cancel,
+            kopia,
+            _lock: lock,
+        })
+    }
+}
+
+/// The sources named with `--source`, or all of them. An unknown name is a usage error.
+pub(crate) fn select_sources<'a>(
+    config: &'a BackupConfig,
+    names: &[String],
+) -> Result<Vec<&'a config::Source>, ExitStatus> {
+    if names.is_empty() {
+        return Ok(config.sources.iter().collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            config.source(name).ok_or_else(|| {
+                let known: Vec<&str> = config.sources.iter().map(|s| s.name()).collect();
+                eprintln!(
+                    "error: --source {name}: no such source (configured: {})",
+                    known.join(", ")
+                );
+                ExitStatus::Error
+            })
+        })
+        .collect()
+}
+
+/// The snapshot that stands for the source: the pinned one, else the newest clean one.
+pub(crate) fn last_good(snapshots: &[crate::kopia::Manifest]) -> Option<&crate::kopia::Manifest> {
+    snapshots
+        .iter()
+        .rev()
+        .find(|m| m.pins.iter().any(|p| p == LAST_GOOD_PIN) && m.is_clean())
+        .or_else(|| snapshots.iter().rev().find(|m| m.is_clean()))
+}

@@ -1,0 +1,73 @@
+//! What the jobs remember between runs (per-source results, last sync), kept as JSON in the
+//! state directory and replaced atomically, always under the job lock.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+const FILE: &str = "state.json";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct State {
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceState>,
+    /// Unix time of the last sync that finished.
+    pub last_sync: Option<u64>,
+    pub last_sync_ok: Option<bool>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SourceState {
+    /// Unix time of the last run in which this source was captured and snapshotted.
+    pub last_success: Option<u64>,
+    pub last_attempt_ok: bool,
+    pub bytes: u64,
+    pub files: u64,
+    pub duration_seconds: f64,
+}
+
+impl State {
+    /// The saved state; an unreadable file is reported and treated as empty, which can only make
+    /// `status` more alarmed, never less.
+    pub fn load(state_dir: &Path) -> Self {
+        let path = state_dir.join(FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|err| {
+                tracing::warn!("ignoring unreadable {}: {err}", path.display());
+                Self::default()
+            }),
+            Err(_) => Self::default(),
+        }
+    }
+
+    pub fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
+        let json = serde_json::to_vec_pretty(self)?;
+        write_atomically(&state_dir.join(FILE), &json)
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Writes a temp file beside `path`, syncs it, and renames it over `path`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut temp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
+    temp.write_all(bytes)
+        .and_then(|()| temp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", temp.path().display()))?;
+    temp.persist(path)
+        .with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,34 @@
+use clap::{Parser, Subcommand};
+
+use crate::backup::BackupCmd;
+
+/// Automation for the azalab-0 homelab.
+#[derive(Debug, Parser)]
+#[command(name = "homelab", version, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Host backups: app-consistent Kopia snapshots, verification, restore drills, R2 mirror.
+    #[command(subcommand)]
+    Backup(BackupCmd),
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

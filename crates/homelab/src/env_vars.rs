@@ -1,0 +1,21 @@
+//! Every environment variable `homelab` reads or sets, in one place.
+
+/// Path of the backup configuration file (`--config`).
+pub const HOMELAB_BACKUP_CONFIG: &str = "HOMELAB_BACKUP_CONFIG";
+/// Set by systemd when stderr goes to the journal: log plain lines without timestamps.
+pub const JOURNAL_STREAM: &str = "JOURNAL_STREAM";
+/// Overrides the log filter (`tracing_subscriber` syntax).
+pub const HOMELAB_LOG: &str = "HOMELAB_LOG";
+
+/// Program name or path of the kopia binary.
+pub const HOMELAB_KOPIA: &str = "HOMELAB_KOPIA";
+pub const KOPIA_CONFIG_PATH: &str = "KOPIA_CONFIG_PATH";
+pub const KOPIA_PASSWORD: &str = "KOPIA_PASSWORD";
+pub const KOPIA_LOG_DIR: &str = "KOPIA_LOG_DIR";
+pub const KOPIA_CHECK_FOR_UPDATES: &str = "KOPIA_CHECK_FOR_UPDATES";
+pub const AWS_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+pub const AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+
+/// Keys of the offsite credentials file (an environment file written by sops-nix).
+pub const R2_ENDPOINT: &str = "R2_ENDPOINT";
+pub const R2_BUCKET: &str = "R2_BUCKET";

@@ -1,0 +1,421 @@
+//! Driving the kopia CLI. Every call disables auto-maintenance and progress output; maintenance
+//! is run explicitly, under our lock. kopia's JSON is read leniently: a kopia upgrade that adds
+//! fields must not break a backup.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::env_vars;
+use crate::process::{self, Cancel, Finished, ProcessError};
+
+/// File kopia writes at the root of a filesystem repository.
+const FORMAT_BLOB: &str = "kopia.repository.f";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KopiaError {
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error("`kopia {command}` failed:\n{stderr}")]
+    Failed { command: String, stderr: String },
+    #[error("`kopia {command}` printed JSON we cannot read: {source}")]
+    Json {
+        command: String,
+        source: serde_json::Error,
+    },
+    #[error("no Kopia repository at {0} (set repository.create = true to create one)")]
+    NoRepository(PathBuf),
+    #[error("cannot create {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A snapshot manifest as `snapshot list --json` and `snapshot create --json` print it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub id: String,
+    #[serde(default)]
+    pub start_time: String,
+    #[serde(default)]
+    pub end_time: String,
+    #[serde(default)]
+    pub stats: Option<Stats>,
+    #[serde(default)]
+    pub root_entry: Option<RootEntry>,
+    /// Set on checkpoints and on snapshots cut short.
+    #[serde(default)]
+    pub incomplete: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub pins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    #[serde(default)]
+    pub error_count: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RootEntry {
+    #[serde(default)]
+    pub summ: Option<DirSummary>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DirSummary {
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default)]
+    pub files: u64,
+    #[serde(default)]
+    pub symlinks: u64,
+    #[serde(default)]
+    pub num_failed: u64,
+}
+
+impl Manifest {
+    pub fn summary(&self) -> DirSummary {
+        self.root_entry
+            .as_ref()
+            .and_then(|r| r.summ.clone())
+            .unwrap_or_default()
+    }
+
+    /// Complete, without errors: the only kind of snapshot we call good.
+    pub fn is_clean(&self) -> bool {
+        self.incomplete.as_deref().is_none_or(str::is_empty)
+            && self.summary().num_failed == 0
+            && self.stats.as_ref().is_none_or(|s| s.error_count == 0)
+    }
+
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(&format!("tag:{key}")).map(String::as_str)
+    }
+
+    pub fn start(&self) -> Option<SystemTime> {
+        humantime::parse_rfc3339(&self.start_time).ok()
+    }
+
+    pub fn end(&self) -> Option<SystemTime> {
+        humantime::parse_rfc3339(&self.end_time).ok()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Policy {
+    #[serde(default)]
+    retention: PolicyRetention,
+    #[serde(default)]
+    files: PolicyFiles,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRetention {
+    pub keep_latest: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_annual: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PolicyFiles {
+    #[serde(default)]
+    ignore: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MaintenanceInfo {
+    #[serde(default)]
+    schedule: MaintenanceSchedule,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MaintenanceSchedule {
+    #[serde(default)]
+    next_full_maintenance: Option<String>,
+}
+
+/// Where the S3 mirror is and how to log in; the keys reach kopia through its environment.
+pub struct S3Target<'a> {
+    pub endpoint: &'a str,
+    pub tls: bool,
+    pub bucket: &'a str,
+    pub region: &'a str,
+    pub access_key_id: &'a str,
+    pub secret_access_key: &'a str,
+    pub parallel: u32,
+}
+
+/// A kopia client with its own config file, cache and logs under the job's state directory.
+pub struct Kopia {
+    program: OsString,
+    dir: PathBuf,
+    password: String,
+    cancel: Cancel,
+}
+
+impl Kopia {
+    pub fn new(dir: PathBuf, password: String, cancel: Cancel) -> Self {
+        let program =
+            std::env::var_os(env_vars::HOMELAB_KOPIA).unwrap_or_else(|| OsString::from("kopia"));
+        Self {
+            program,
+            dir,
+            password,
+            cancel,
+        }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("repository.config")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.program);
+        command
+            .args(args)
+            .args(["--no-progress", "--no-auto-maintenance"])
+            .env(env_vars::KOPIA_CONFIG_PATH, self.config_path())
+            .env(env_vars::KOPIA_PASSWORD, &self.password)
+            .env(env_vars::KOPIA_LOG_DIR, self.dir.join("logs"))
+            .env(env_vars::KOPIA_CHECK_FOR_UPDATES, "false")
+            .env("KOPIA_PERSIST_CREDENTIALS_ON_CONNECT", "false")
+            .env_remove(env_vars::AWS_ACCESS_KEY_ID)
+            .env_remove(env_vars::AWS_SECRET_ACCESS_KEY);
+        command
+    }
+
+    fn finish(&self, args: &[&str], mut command: Command) -> Result<Finished, KopiaError> {
+        let done = process::run(&mut command, &self.cancel, None, true)?;
+        if done.status.success() {
+            Ok(done)
+        } else {
+            Err(KopiaError::Failed {
+                command: args.join(" "),
+                stderr: done.stderr_tail(),
+            })
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Result<Finished, KopiaError> {
+        self.finish(args, self.command(args))
+    }
+
+    fn run_json<T: DeserializeOwned>(&self, args: &[&str]) -> Result<T, KopiaError> {
+        let done = self.run(args)?;
+        serde_json::from_slice(&done.stdout).map_err(|source| KopiaError::Json {
+            command: args.join(" "),
+            source,
+        })
+    }
+
+    /// Connects this client to the filesystem repository, creating it only when allowed.
+    /// A client that is already connected is left as it is.
+    pub fn connect(&self, repository: &Path, create: bool) -> Result<(), KopiaError> {
+        if self.config_path().exists() && self.run(&["repository", "status"]).is_ok() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|source| KopiaError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let path = repository.to_string_lossy();
+        let cache = self.dir.join("cache");
+        let cache = cache.to_string_lossy();
+        if repository.join(FORMAT_BLOB).exists() {
+            tracing::info!(repository = %path, "connecting to the Kopia repository");
+            self.run(&[
+                "repository",
+                "connect",
+                "filesystem",
+                "--path",
+                &path,
+                "--cache-directory",
+                &cache,
+            ])?;
+        } else if create {
+            tracing::info!(repository = %path, "creating the Kopia repository");
+            self.run(&[
+                "repository",
+                "create",
+                "filesystem",
+                "--path",
+                &path,
+                "--cache-directory",
+                &cache,
+            ])?;
+        } else {
+            return Err(KopiaError::NoRepository(repository.to_owned()));
+        }
+        // Maintenance runs only from this client, under the backup lock.
+        self.run(&["maintenance", "set", "--owner=me"])?;
+        Ok(())
+    }
+
+    /// Makes the global retention policy equal to `wanted`; writes only when it differs.
+    pub fn ensure_retention(&self, wanted: &PolicyRetention) -> Result<bool, KopiaError> {
+        let current: Policy = self.run_json(&["policy", "show", "--global", "--json"])?;
+        if current.retention == *wanted {
+            return Ok(false);
+        }
+        let flag = |name: &str, value: Option<u32>| {
+            format!("--{name}={}", value.map_or("inherit".into(), |v| v.to_string()))
+        };
+        let args = [
+            flag("keep-latest", wanted.keep_latest),
+            flag("keep-hourly", wanted.keep_hourly),
+            flag("keep-daily", wanted.keep_daily),
+            flag("keep-weekly", wanted.keep_weekly),
+            flag("keep-monthly", wanted.keep_monthly),
+            flag("keep-annual", wanted.keep_annual),
+        ];
+        let mut all = vec!["policy", "set", "--global"];
+        all.extend(args.iter().map(String::as_str));
+        self.run(&all)?;
+        Ok(true)
+    }
+
+    /// Makes the ignore list of the policy for `path` equal to `rules`; writes only when it differs.
+    pub fn ensure_ignore_rules(&self, path: &Path, rules: &[String]) -> Result<bool, KopiaError> {
+        let path = path.to_string_lossy();
+        let current: Policy = self.run_json(&["policy", "show", &path, "--json"])?;
+        let mut have = current.files.ignore;
+        have.sort();
+        if have == rules {
+            return Ok(false);
+        }
+        let mut args = vec!["policy", "set", &*path, "--clear-ignore"];
+        for rule in rules {
+            args.push("--add-ignore");
+            args.push(rule);
+        }
+        self.run(&args)?;
+        Ok(true)
+    }
+
+    /// Snapshots `path`. An `Err` may still have left a manifest behind (kopia saves snapshots
+    /// with fatal errors before it reports them), which the caller must find by its tags.
+    pub fn snapshot_create(
+        &self,
+        path: &Path,
+        tags: &[(&str, &str)],
+        description: &str,
+    ) -> Result<Manifest, KopiaError> {
+        let path = path.to_string_lossy();
+        let tags: Vec<String> = tags.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        let mut args = vec!["snapshot", "create", &*path, "--json", "--description", description];
+        for tag in &tags {
+            args.push("--tags");
+            args.push(tag);
+        }
+        let done = self.run(&args)?;
+        let text = done.stdout_text();
+        let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        serde_json::from_str(line).map_err(|source| KopiaError::Json {
+            command: args.join(" "),
+            source,
+        })
+    }
+
+    /// Every snapshot of `path` made by this client, incomplete ones included, oldest first.
+    pub fn snapshots(&self, path: &Path) -> Result<Vec<Manifest>, KopiaError> {
+        let path = path.to_string_lossy();
+        self.run_json(&["snapshot", "list", &path, "--json", "--incomplete"])
+    }
+
+    pub fn delete_snapshot(&self, id: &str) -> Result<(), KopiaError> {
+        self.run(&["snapshot", "delete", id, "--delete"]).map(drop)
+    }
+
+    pub fn pin(&self, id: &str, pin: &str) -> Result<(), KopiaError> {
+        self.run(&["snapshot", "pin", id, &format!("--add={pin}")]).map(drop)
+    }
+
+    pub fn unpin(&self, id: &str, pin: &str) -> Result<(), KopiaError> {
+        self.run(&["snapshot", "pin", id, &format!("--remove={pin}")]).map(drop)
+    }
+
+    /// Quick maintenance, or full maintenance once kopia's schedule says it is due.
+    pub fn maintenance(&self) -> Result<bool, KopiaError> {
+        let info: MaintenanceInfo = self.run_json(&["maintenance", "info", "--json"])?;
+        let full_due = info
+            .schedule
+            .next_full_maintenance
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .is_none_or(|next| next <= SystemTime::now());
+        if full_due {
+            self.run(&["maintenance", "run", "--full"])?;
+        } else {
+            self.run(&["maintenance", "run"])?;
+        }
+        Ok(full_due)
+    }
+
+    /// Drops the local cache so that the next reads come from the repository itself.
+    pub fn clear_cache(&self) -> Result<(), KopiaError> {
+        self.run(&["cache", "clear"]).map(drop)
+    }
+
+    /// Checks every snapshot's tree and downloads `files_percent` % of the files.
+    pub fn verify(&self, files_percent: f64) -> Result<String, KopiaError> {
+        let percent = format!("--verify-files-percent={files_percent}");
+        let done = self.run(&["snapshot", "verify", &percent])?;
+        Ok(done.stderr_tail())
+    }
+
+    pub fn restore(&self, id: &str, target: &Path) -> Result<(), KopiaError> {
+        let target = target.to_string_lossy();
+        self.run(&["snapshot", "restore", id, &target]).map(drop)
+    }
+
+    /// Mirrors the repository to S3. Never deletes remote blobs, and refuses a bucket that does
+    /// not already hold this repository.
+    pub fn sync_to_s3(&self, target: &S3Target<'_>) -> Result<(), KopiaError> {
+        let parallel = format!("--parallel={}", target.parallel);
+        let mut args = vec![
+            "repository",
+            "sync-to",
+            "s3",
+            "--bucket",
+            target.bucket,
+            "--endpoint",
+            target.endpoint,
+            "--region",
+            target.region,
+            "--must-exist",
+            &parallel,
+        ];
+        if !target.tls {
+            args.push("--disable-tls");
+        }
+        let mut command = self.command(&args);
+        command
+            .env(env_vars::AWS_ACCESS_KEY_ID, target.access_key_id)
+            .env(env_vars::AWS_SECRET_ACCESS_KEY, target.secret_access_key);
+        self.finish(&args, command).map(drop)
+    }
+}
+
+/// How long ago `time` was, zero when it lies in the future.
+pub fn age(time: SystemTime) -> Duration {
+    SystemTime::now().duration_since(time).unwrap_or_default()
+}

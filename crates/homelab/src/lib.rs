@@ -1,0 +1,36 @@
+//! The `homelab` command: host backups, offsite sync, restore drills and checks for azalab-0.
+
+pub mod backup;
+mod cli;
+mod env_vars;
+mod exit;
+mod logging;
+mod kopia;
+mod process;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use cli::Cli;
+pub use exit::ExitStatus;
+
+/// Parses the command line, runs the command and turns its outcome into the process exit code.
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitStatus::Error.into()
+            } else {
+                ExitStatus::Success.into()
+            };
+        }
+    };
+    logging::init(cli.verbose);
+    let status = match cli.command {
+        cli::Command::Backup(cmd) => backup::run(cmd),
+    };
+    status.into()
+}

@@ -1,0 +1,228 @@
+//! Running external programs: argv vectors only, bounded in time, stopped cleanly when we are
+//! told to stop, and never outliving us.
+
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const POLL: Duration = Duration::from_millis(10);
+/// How long a child gets between SIGTERM and SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("could not start `{program}`: {source}")]
+    Spawn { program: String, source: io::Error },
+    #[error("`{program}` was stopped because homelab received a termination signal")]
+    Cancelled { program: String },
+    #[error("`{program}` did not finish within {}", humantime::format_duration(*.after))]
+    TimedOut { program: String, after: Duration },
+    #[error("waiting for `{program}` failed: {source}")]
+    Wait { program: String, source: io::Error },
+}
+
+/// Set when SIGTERM, SIGINT or SIGHUP arrives; long-running work checks it between steps and the
+/// child processes are asked to stop.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// Routes the termination signals to this flag instead of killing the process, so that
+    /// cleanup (restarting a stopped app, removing staging files) always runs.
+    pub fn install() -> io::Result<Self> {
+        let flag = Arc::new(AtomicBool::new(false));
+        for signal in [
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGHUP,
+        ] {
+            signal_hook::flag::register(signal, Arc::clone(&flag))?;
+        }
+        Ok(Self(flag))
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps for `duration` unless cancelled first; returns false when cancelled.
+    pub fn sleep(&self, duration: Duration) -> bool {
+        let deadline = Instant::now() + duration;
+        loop {
+            if self.is_cancelled() {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
+}
+
+/// What a finished child left behind.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Finished {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// The last lines of stderr, for error messages.
+    pub fn stderr_tail(&self) -> String {
+        let text = String::from_utf8_lossy(&self.stderr);
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        lines[lines.len().saturating_sub(12)..].join("\n")
+    }
+}
+
+/// Runs `command` to completion. stdout is captured unless the caller already redirected it,
+/// stderr is always captured. The child gets SIGTERM if we die, if `cancel` fires, or when
+/// `timeout` passes, then SIGKILL after a grace period.
+pub fn run(
+    command: &mut Command,
+    cancel: &Cancel,
+    timeout: Option<Duration>,
+    capture_stdout: bool,
+) -> Result<Finished, ProcessError> {
+    let program = program_name(command.get_program());
+    if capture_stdout {
+        command.stdout(Stdio::piped());
+    }
+    command.stdin(Stdio::null()).stderr(Stdio::piped());
+    // SAFETY: the closure only calls prctl(2), which is async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from)
+        });
+    }
+    tracing::debug!(command = ?command, "running");
+    let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let stdout = child.stdout.take().map(drain);
+    let stderr = child.stderr.take().map(drain);
+    let started = Instant::now();
+    let outcome = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) => {}
+            Err(source) => {
+                break Err(ProcessError::Wait {
+                    program: program.clone(),
+                    source,
+                });
+            }
+        }
+        if cancel.is_cancelled() {
+            stop(&mut child);
+            break Err(ProcessError::Cancelled {
+                program: program.clone(),
+            });
+        }
+        if let Some(after) = timeout.filter(|t| started.elapsed() >= *t) {
+            stop(&mut child);
+            break Err(ProcessError::TimedOut {
+                program: program.clone(),
+                after,
+            });
+        }
+        thread::sleep(POLL);
+    };
+    let stdout = stdout.map(join).unwrap_or_default();
+    let stderr = stderr.map(join).unwrap_or_default();
+    outcome.map(|status| Finished {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+fn program_name(program: &OsStr) -> String {
+    program.to_string_lossy().into_owned()
+}
+
+fn drain<R: Read + Send + 'static>(mut reader: R) -> JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = reader.read_to_end(&mut buf);
+        buf
+    })
+}
+
+fn join(handle: JoinHandle<Vec<u8>>) -> Vec<u8> {
+    handle.join().unwrap_or_default()
+}
+
+/// SIGTERM, a grace period, then SIGKILL; always reaps the child.
+fn stop(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + TERM_GRACE;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        thread::sleep(POLL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_output_and_status() {
+        let cancel = Cancel::default();
+        let done = run(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            &cancel,
+            None,
+            true,
+        )
+        .expect("sh runs");
+        assert_eq!(done.status.code(), Some(3));
+        assert_eq!(done.stdout_text(), "out\n");
+        assert_eq!(done.stderr_tail(), "err");
+    }
+
+    #[test]
+    fn timeout_stops_the_child() {
+        let cancel = Cancel::default();
+        let err = run(
+            Command::new("sleep").arg("30"),
+            &cancel,
+            Some(Duration::from_millis(200)),
+            true,
+        )
+        .expect_err("must time out");
+        assert!(matches!(err, ProcessError::TimedOut { .. }), "{err}");
+    }
+
+    #[test]
+    fn cancel_stops_the_child() {
+        let cancel = Cancel::default();
+        cancel.0.store(true, Ordering::SeqCst);
+        let err = run(Command::new("sleep").arg("30"), &cancel, None, true)
+            .expect_err("must be cancelled");
+        assert!(matches!(err, ProcessError::Cancelled { .. }), "{err}");
+    }
+}
