@@ -162,6 +162,8 @@ pub struct S3Target<'a> {
     pub access_key_id: &'a str,
     pub secret_access_key: &'a str,
     pub parallel: u32,
+    /// Refuse a bucket without this repository's format blob; false only for the first sync.
+    pub must_exist: bool,
 }
 
 /// A kopia client with its own config file, cache and logs under the job's state directory.
@@ -297,15 +299,18 @@ impl Kopia {
     pub fn ensure_ignore_rules(&self, path: &Path, rules: &[String]) -> Result<bool, KopiaError> {
         let path = path.to_string_lossy();
         let current: Policy = self.run_json(&["policy", "show", &path, "--json"])?;
-        let mut have = current.files.ignore;
-        have.sort();
-        if have == rules {
+        let have = current.files.ignore;
+        let remove: Vec<&String> = have.iter().filter(|r| !rules.contains(r)).collect();
+        let add: Vec<&String> = rules.iter().filter(|r| !have.contains(r)).collect();
+        if remove.is_empty() && add.is_empty() {
             return Ok(false);
         }
-        let mut args = vec!["policy", "set", &*path, "--clear-ignore"];
-        for rule in rules {
-            args.push("--add-ignore");
-            args.push(rule);
+        let mut args = vec!["policy", "set", &*path];
+        for rule in remove {
+            args.extend(["--remove-ignore", rule]);
+        }
+        for rule in add {
+            args.extend(["--add-ignore", rule]);
         }
         self.run(&args)?;
         Ok(true)
@@ -387,8 +392,8 @@ impl Kopia {
         self.run(&["snapshot", "restore", id, &target]).map(drop)
     }
 
-    /// Mirrors the repository to S3. Never deletes remote blobs, and refuses a bucket that does
-    /// not already hold this repository.
+    /// Mirrors the repository to S3. Never deletes remote blobs; kopia refuses a bucket holding
+    /// another repository, and with `must_exist` one holding none.
     pub fn sync_to_s3(&self, target: &S3Target<'_>) -> Result<(), KopiaError> {
         let parallel = format!("--parallel={}", target.parallel);
         let mut args = vec![
@@ -401,9 +406,11 @@ impl Kopia {
             target.endpoint,
             "--region",
             target.region,
-            "--must-exist",
             &parallel,
         ];
+        if target.must_exist {
+            args.push("--must-exist");
+        }
         if !target.tls {
             args.push("--disable-tls");
         }

@@ -216,8 +216,8 @@ fn capture_and_snapshot(
         ));
     }
     match outcome {
-        Ok(manifest) => {
-            promote(kopia, path, &manifest).map_err(|e| e.to_string())?;
+        Ok(mut manifest) => {
+            manifest.id = promote(kopia, path, &manifest, run_id).map_err(|e| e.to_string())?;
             Ok((manifest, (!after_errors.is_empty()).then(|| after_errors.join("; "))))
         }
         Err(err) => {
@@ -241,15 +241,25 @@ fn pin_last_good(kopia: &Kopia, path: &Path) -> Result<(), KopiaError> {
     Ok(())
 }
 
-/// The new snapshot takes the pin; older ones lose it and fall under retention again.
-fn promote(kopia: &Kopia, path: &Path, manifest: &Manifest) -> Result<(), KopiaError> {
+/// The new snapshot takes the pin; older ones lose it and fall under retention again. Pinning
+/// rewrites a manifest under a new ID, so the returned ID is the one that stays.
+fn promote(kopia: &Kopia, path: &Path, manifest: &Manifest, run_id: &str) -> Result<String, KopiaError> {
     kopia.pin(&manifest.id, LAST_GOOD_PIN)?;
-    for older in kopia.snapshots(path)? {
-        if older.id != manifest.id && older.pins.iter().any(|p| p == LAST_GOOD_PIN) {
-            kopia.unpin(&older.id, LAST_GOOD_PIN)?;
+    let mut current = None;
+    for snapshot in kopia.snapshots(path)? {
+        let pinned = snapshot.pins.iter().any(|p| p == LAST_GOOD_PIN);
+        if snapshot.tag(RUN_TAG) == Some(run_id) {
+            if pinned {
+                current = Some(snapshot.id);
+            }
+        } else if pinned {
+            kopia.unpin(&snapshot.id, LAST_GOOD_PIN)?;
         }
     }
-    Ok(())
+    current.ok_or_else(|| KopiaError::Failed {
+        command: format!("snapshot pin {}", manifest.id),
+        stderr: "the pinned snapshot is not in the snapshot list".into(),
+    })
 }
 
 /// Deletes whatever this run left for the source (kopia saves snapshots that had fatal errors),

@@ -19,6 +19,10 @@ use crate::kopia::{KopiaError, S3Target};
 pub struct SyncCmd {
     #[command(flatten)]
     pub config: ConfigArg,
+    /// First sync only: write this repository into a bucket that holds none yet. Without it the
+    /// bucket must already hold this repository (`--must-exist`); timers never pass it.
+    #[arg(long)]
+    pub init: bool,
 }
 
 /// The contents of the credentials file.
@@ -31,7 +35,7 @@ struct Credentials {
     secret_access_key: String,
 }
 
-pub fn run(config: &BackupConfig, _cmd: &SyncCmd) -> anyhow::Result<ExitStatus> {
+pub fn run(config: &BackupConfig, cmd: &SyncCmd) -> anyhow::Result<ExitStatus> {
     let Some(offsite) = &config.offsite else {
         eprintln!("error: the configuration has no [offsite] table: nothing to sync to");
         return Ok(ExitStatus::Error);
@@ -46,7 +50,7 @@ pub fn run(config: &BackupConfig, _cmd: &SyncCmd) -> anyhow::Result<ExitStatus> 
     let session = Session::open(config, Some("backup sync"))?;
     let full = session.kopia.maintenance().context("maintenance failed")?;
     tracing::info!(full, "maintenance finished");
-    let result = sync_with_retries(&session, offsite, &credentials);
+    let result = sync_with_retries(&session, offsite, &credentials, cmd.init);
     let state_dir = config.state_dir.get_ref();
     let mut state = State::load(state_dir);
     state.last_sync_ok = Some(result.is_ok());
@@ -72,6 +76,7 @@ fn sync_with_retries(
     session: &Session,
     offsite: &Offsite,
     credentials: &Credentials,
+    init: bool,
 ) -> Result<(), String> {
     let target = S3Target {
         endpoint: &credentials.endpoint,
@@ -81,6 +86,7 @@ fn sync_with_retries(
         access_key_id: &credentials.access_key_id,
         secret_access_key: &credentials.secret_access_key,
         parallel: offsite.parallel,
+        must_exist: !init,
     };
     let attempts = *offsite.attempts.get_ref();
     let mut delay = offsite.retry_delay;

@@ -1,0 +1,463 @@
+//! Shared test harness: temp labs with their own Kopia repository and config, and the real
+//! programs the tests drive (kopia, rclone's S3 server, PostgreSQL), started on 127.0.0.1 and
+//! stopped when dropped.
+#![allow(dead_code)] // each test file uses its own part of the harness
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// True when every tool is on PATH. Under CI a missing tool fails the test; elsewhere the test
+/// is skipped with a loud message.
+pub fn require(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| which(t).is_none()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let message = format!(
+        "missing tools: {} (bash .ci/run installs them and puts them on PATH)",
+        missing.join(", ")
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{message}");
+    }
+    eprintln!("\n!!! SKIPPED: {message}\n");
+    false
+}
+
+pub fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|candidate| candidate.is_file())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+pub fn wait_for_port(port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on 127.0.0.1:{port} after {within:?}");
+}
+
+/// A temp folder with a repository password, a state dir, and the sources under `src/`.
+pub struct Lab {
+    pub dir: TempDir,
+}
+
+impl Lab {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("homelab-test-")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::write(dir.path().join("password"), "correct horse battery staple\n")
+            .expect("password file");
+        Self { dir }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// Creates `src/<name>` and returns its path.
+    pub fn source_dir(&self, name: &str) -> PathBuf {
+        let path = self.path(&format!("src/{name}"));
+        std::fs::create_dir_all(&path).expect("source dir");
+        path
+    }
+
+    /// The config header every test shares, followed by `rest` (sources and tables).
+    pub fn config_text(&self, rest: &str) -> String {
+        format!(
+            "state-dir = \"{state}\"\n\
+             textfile-dir = \"{metrics}\"\n\
+             rpo = \"1h\"\n\n\
+             [repository]\n\
+             path = \"{repo}\"\n\
+             password-file = \"{password}\"\n\
+             create = true\n\n{rest}",
+            state = self.path("state").display(),
+            metrics = self.path("metrics").display(),
+            repo = self.path("repo").display(),
+            password = self.path("password").display(),
+        )
+    }
+
+    pub fn write_config(&self, name: &str, rest: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, self.config_text(rest)).expect("config");
+        path
+    }
+
+    pub fn homelab(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_homelab"));
+        command
+            .env("HOMELAB_LOG", "homelab=debug")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("HOMELAB_BACKUP_CONFIG")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `homelab backup <args> --config <config>` and returns its output.
+    pub fn backup(&self, config: &Path, args: &[&str]) -> Output {
+        let output = self
+            .homelab()
+            .arg("backup")
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .output()
+            .expect("homelab runs");
+        eprintln!(
+            "--- homelab backup {args:?}: {}\nstdout:\n{}\nstderr:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    /// kopia with the same client config as homelab's, for assertions.
+    pub fn kopia(&self, args: &[&str]) -> Output {
+        let kopia_dir = self.path("state/kopia");
+        Command::new("kopia")
+            .args(args)
+            .args(["--no-progress", "--no-auto-maintenance"])
+            .env("KOPIA_CONFIG_PATH", kopia_dir.join("repository.config"))
+            .env("KOPIA_PASSWORD", "correct horse battery staple")
+            .env("KOPIA_LOG_DIR", kopia_dir.join("logs"))
+            .env("KOPIA_CHECK_FOR_UPDATES", "false")
+            .env("KOPIA_PERSIST_CREDENTIALS_ON_CONNECT", "false")
+            .output()
+            .expect("kopia runs")
+    }
+
+    /// Snapshots of `source` in the repository, oldest first, incomplete ones included.
+    pub fn snapshots(&self, source: &Path) -> Vec<serde_json::Value> {
+        let out = self.kopia(&[
+            "snapshot",
+            "list",
+            &source.to_string_lossy(),
+            "--json",
+            "--incomplete",
+        ]);
+        assert!(
+            out.status.success(),
+            "kopia snapshot list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("snapshot list JSON")
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn pinned(snapshot: &serde_json::Value) -> bool {
+    snapshot["pins"]
+        .as_array()
+        .is_some_and(|pins| pins.iter().any(|p| p == "homelab-last-good"))
+}
+
+/// A child process killed when dropped.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `rclone serve s3` on loopback, serving buckets as folders under `root`.
+pub struct S3Server {
+    pub port: u16,
+    pub root: PathBuf,
+    child: Option<Guard>,
+}
+
+pub const S3_KEY_ID: &str = "homelab-test";
+pub const S3_SECRET: &str = "homelab-test-secret-key";
+
+impl S3Server {
+    pub fn start(root: PathBuf) -> Self {
+        std::fs::create_dir_all(&root).expect("s3 root");
+        let port = free_port();
+        let child = Command::new("rclone")
+            .args(["serve", "s3", "--addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--auth-key")
+            .arg(format!("{S3_KEY_ID},{S3_SECRET}"))
+            .args(["--config", "/dev/null"])
+            .arg(&root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rclone starts");
+        wait_for_port(port, Duration::from_secs(20));
+        Self {
+            port,
+            root,
+            child: Some(Guard(child)),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.child.take();
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// A PostgreSQL cluster in a temp folder, on a loopback port, trust auth. Run as the `postgres`
+/// user when the tests run as root (initdb refuses root).
+pub struct Postgres {
+    pub port: u16,
+    dir: TempDir,
+    as_postgres: bool,
+}
+
+impl Postgres {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("homelab-pg-")
+            .tempdir()
+            .expect("pg dir");
+        let as_postgres = nix_is_root();
+        if as_postgres {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(status.success());
+            // The temp dir's parent must be traversable by postgres.
+        }
+        let port = free_port();
+        let data = dir.path().join("data");
+        let pg = Self {
+            port,
+            dir,
+            as_postgres,
+        };
+        pg.run_checked(
+            "initdb",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        pg.run_checked(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-l",
+                &pg.dir.path().join("log").to_string_lossy(),
+                "-w",
+                "-o",
+                &format!(
+                    "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+                    pg.dir.path().display()
+                ),
+                "start",
+            ],
+        );
+        pg
+    }
+
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let path = which(program).unwrap_or_else(|| panic!("{program} not on PATH"));
+        if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path).args(args);
+            command
+        } else {
+            let mut command = Command::new(path);
+            command.args(args);
+            command
+        }
+    }
+
+    fn run_checked(&self, program: &str, args: &[&str]) {
+        let out = self.command(program, args).output().expect("pg tool runs");
+        assert!(
+            out.status.success(),
+            "{program} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs SQL with psql as `postgres` over TCP and returns stdout (unaligned, tuples only).
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+            .args(["-d", database, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    pub fn psql_file(&self, file: &Path) {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+            .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-f"])
+            .arg(file)
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "loading {} failed: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = self
+            .command("pg_ctl", &["-D", &data.to_string_lossy(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Stands in for ntfy/healthchecks and a Matrix homeserver, which cannot run here: records every
+/// HTTP request on a loopback port and answers 200 `{}`.
+pub struct HttpStandIn {
+    pub port: u16,
+    pub requests: Arc<Mutex<Vec<Request>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpStandIn {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Some(request) = read_request(&stream) {
+                    seen.lock().expect("lock").push(request);
+                }
+                let mut stream = stream;
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+                );
+            }
+        });
+        Self { port, requests }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn received(&self) -> Vec<Request> {
+        self.requests.lock().expect("lock").clone()
+    }
+}
+
+fn read_request(stream: &TcpStream) -> Option<Request> {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_owned();
+    let path = parts.next()?.to_owned();
+    let mut headers = Vec::new();
+    let mut length = 0usize;
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).ok()?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_owned());
+            if name == "content-length" {
+                length = value.parse().unwrap_or(0);
+            }
+            headers.push((name, value));
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(Request {
+        method,
+        path,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// Writes `size` bytes of incompressible data.
+pub fn random_file(path: &Path, size: usize) {
+    let mut file = std::fs::File::create(path).expect("create");
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15 ^ size as u64;
+    let mut block = vec![0u8; 1 << 16];
+    let mut left = size;
+    while left > 0 {
+        for chunk in block.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+        }
+        let n = left.min(block.len());
+        file.write_all(&block[..n]).expect("write");
+        left -= n;
+    }
+}

@@ -1,0 +1,49 @@
+"""Moves money between accounts in a WAL-mode SQLite database until a stop file appears.
+
+The total never changes, so any copy taken at a consistent point sums to the same amount.
+Usage: bank_writer.py DB STOP_FILE STATS_JSON [ACCOUNTS]
+Writes {"writes", "failures", "latencies_ms"} to STATS_JSON when stopped.
+"""
+
+import json
+import os
+import random
+import sqlite3
+import sys
+import time
+
+
+def main() -> None:
+    db, stop_file, stats_file = sys.argv[1:4]
+    con = sqlite3.connect(db, timeout=30, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    accounts = con.execute("SELECT count(*) FROM accounts").fetchone()[0]
+    rng = random.Random(7)
+    latencies = []
+    failures = 0
+    ready = stop_file + ".ready"
+    while not os.path.exists(stop_file):
+        a, b = rng.sample(range(1, accounts + 1), 2)
+        amount = rng.randint(1, 100)
+        started = time.perf_counter()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (amount, a))
+            con.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, b))
+            con.execute("COMMIT")
+        except sqlite3.Error as err:
+            failures += 1
+            print(f"write failed: {err}", file=sys.stderr)
+            try:
+                con.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        latencies.append((time.perf_counter() - started) * 1000)
+        if len(latencies) == 100:
+            open(ready, "w").close()
+    with open(stats_file, "w") as out:
+        json.dump({"writes": len(latencies), "failures": failures, "latencies_ms": latencies}, out)
+
+
+if __name__ == "__main__":
+    main()
