@@ -103,7 +103,12 @@ pub fn run(
     if capture_stdout {
         command.stdout(Stdio::piped());
     }
-    command.stdin(Stdio::null()).stderr(Stdio::piped());
+    // Own process group: stopping it stops the grandchildren too (a `sh -c` and its `sleep`),
+    // which would otherwise hold our pipes open.
+    command
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0);
     // SAFETY: the closure only calls prctl(2), which is async-signal-safe, and allocates nothing.
     unsafe {
         command.pre_exec(|| {
@@ -169,17 +174,21 @@ fn join(handle: JoinHandle<Vec<u8>>) -> Vec<u8> {
     handle.join().unwrap_or_default()
 }
 
-/// SIGTERM, a grace period, then SIGKILL; always reaps the child.
+/// SIGTERM to the child's process group, a grace period, then SIGKILL; always reaps the child.
 fn stop(child: &mut Child) {
-    if let Ok(pid) = i32::try_from(child.id()) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    let group = i32::try_from(child.id()).ok().map(|pid| Pid::from_raw(-pid));
+    if let Some(group) = group {
+        let _ = kill(group, Signal::SIGTERM);
     }
     let deadline = Instant::now() + TERM_GRACE;
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
-            return;
+            break;
         }
         thread::sleep(POLL);
+    }
+    if let Some(group) = group {
+        let _ = kill(group, Signal::SIGKILL);
     }
     let _ = child.kill();
     let _ = child.wait();

@@ -82,10 +82,11 @@ impl Lab {
         path
     }
 
-    /// The config header every test shares, followed by `rest` (sources and tables).
-    pub fn config_text(&self, rest: &str) -> String {
+    /// The config header every test shares, with `top` (top-level keys) before the tables and
+    /// `rest` (sources and tables) after them.
+    pub fn config_text(&self, top: &str, rest: &str) -> String {
         format!(
-            "state-dir = \"{state}\"\n\
+            "{top}\nstate-dir = \"{state}\"\n\
              textfile-dir = \"{metrics}\"\n\
              rpo = \"1h\"\n\n\
              [repository]\n\
@@ -100,8 +101,12 @@ impl Lab {
     }
 
     pub fn write_config(&self, name: &str, rest: &str) -> PathBuf {
+        self.write_config_with_top(name, "", rest)
+    }
+
+    pub fn write_config_with_top(&self, name: &str, top: &str, rest: &str) -> PathBuf {
         let path = self.path(name);
-        std::fs::write(&path, self.config_text(rest)).expect("config");
+        std::fs::write(&path, self.config_text(top, rest)).expect("config");
         path
     }
 

@@ -1,0 +1,182 @@
+//! Faults during `homelab backup run`: each must end with nothing lost and the next run working.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Lab, pinned, require, stderr, stdout};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn spawn_run(lab: &Lab, config: &Path) -> Child {
+    lab.homelab()
+        .args(["backup", "run", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("homelab starts")
+}
+
+/// Waits until some process's command line contains all of `needles`; returns its pid.
+fn wait_for_process(needles: &[&str], within: Duration) -> i32 {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if needles.iter().all(|n| cmdline.contains(n)) {
+                return pid;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("no process with {needles:?} appeared within {within:?}");
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie still answers kill(0); look at its state instead.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"))
+        .unwrap_or(false)
+}
+
+#[test]
+fn kill_9_mid_snapshot_loses_nothing_and_the_next_run_succeeds() {
+    if !require(&["kopia"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let data = lab.source_dir("big");
+    std::fs::write(data.join("small"), "first").expect("file");
+    let config = lab.write_config(
+        "backup.toml",
+        &format!(
+            "[[source]]\nname = \"big\"\npath = \"{}\"\n[source.sqlite]\ndatabases = [\"*.db\"]\n",
+            data.display()
+        ),
+    );
+    rusqlite::Connection::open(data.join("app.db"))
+        .and_then(|db| db.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);"))
+        .expect("db");
+    let out = lab.backup(&config, &["run"]);
+    assert_eq!(out.status.code(), Some(0));
+    let first = lab.snapshots(&data);
+    assert_eq!(first.len(), 1);
+
+    common::random_file(&data.join("blob"), 400 << 20);
+    let mut run = spawn_run(&lab, &config);
+    let kopia = wait_for_process(&["snapshot", "create", &data.to_string_lossy()], Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(150));
+    run.kill().expect("kill -9");
+    let _ = run.wait();
+    // The orphaned kopia is told to stop (parent-death signal) rather than writing on.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while alive(kopia) {
+        assert!(Instant::now() < deadline, "kopia {kopia} outlived the killed run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let after_kill = lab.snapshots(&data);
+    assert!(
+        after_kill.iter().any(|s| s["id"] == first[0]["id"] && pinned(s)),
+        "the last good snapshot is still there and pinned: {after_kill:?}"
+    );
+    let out = lab.backup(&config, &["run", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "the lock of the killed run is recovered");
+    assert!(!data.join(".homelab-backup").exists());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(report["sources"][0]["bytes"].as_u64().expect("bytes") > 400 << 20);
+    let out = lab.backup(&config, &["drill"]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = lab.backup(&config, &["status"]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn a_second_run_waits_for_the_lock_or_gives_up_clearly() {
+    if !require(&["kopia"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let data = lab.source_dir("slow");
+    let sources = format!(
+        "[[source]]\nname = \"slow\"\npath = \"{}\"\n\
+         [source.dump]\nfile = \"slow.txt\"\ncommand = [\"sh\", \"-c\", \"sleep 4; echo done\"]\n",
+        data.display()
+    );
+    let config = lab.write_config("backup.toml", &sources);
+    let impatient = lab.write_config_with_top("impatient.toml", "lock-timeout = \"1s\"", &sources);
+    let patient = lab.write_config_with_top("patient.toml", "lock-timeout = \"2m\"", &sources);
+
+    let first = spawn_run(&lab, &config);
+    wait_for_process(&["sleep 4; echo done"], Duration::from_secs(60));
+    let out = lab.backup(&impatient, &["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("another backup job holds"), "{err}");
+    assert!(err.contains("backup run, pid"), "names the holder: {err}");
+
+    let out = lab.backup(&patient, &["run"]);
+    assert_eq!(out.status.code(), Some(0), "a patient run waits its turn");
+    assert!(stderr(&out).contains("waiting for the backup lock"));
+    let first = first.wait_with_output().expect("first run");
+    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(lab.snapshots(&data).len(), 2);
+}
+
+#[test]
+fn sigterm_during_a_capture_restarts_the_app_and_leaves_no_snapshot() {
+    if !require(&["kopia"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let data = lab.source_dir("tuwunel");
+    std::fs::write(data.join("db"), "rocks").expect("file");
+    let stopped = lab.path("app-stopped");
+    let config = lab.write_config(
+        "backup.toml",
+        &format!(
+            "[[source]]\nname = \"tuwunel\"\npath = \"{data}\"\n\
+             [source.quiesce]\nstop = [[\"touch\", \"{stopped}\"]]\nstart = [[\"rm\", \"{stopped}\"]]\n\
+             [source.dump]\nfile = \"media.txt\"\ncommand = [\"sh\", \"-c\", \"sleep 60; echo late\"]\n",
+            data = data.display(),
+            stopped = stopped.display()
+        ),
+    );
+    let run = spawn_run(&lab, &config);
+    wait_for_process(&["sleep 60; echo late"], Duration::from_secs(60));
+    assert!(stopped.exists(), "the app was stopped before the capture");
+    let started = Instant::now();
+    kill(Pid::from_raw(run.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    let out = run.wait_with_output().expect("run ends");
+    assert!(started.elapsed() < Duration::from_secs(30), "SIGTERM must not wait for the dump");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!stopped.exists(), "the start command ran after SIGTERM");
+    assert!(!data.join(".homelab-backup").exists(), "staging removed after SIGTERM");
+    assert!(lab.snapshots(&data).is_empty());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("termination signal"));
+}
+
+#[test]
+fn unreadable_configuration_is_a_usage_error() {
+    let lab = Lab::new();
+    let out = lab.backup(&lab.path("missing.toml"), &["run"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("missing.toml"), "{}", stderr(&out));
+    let config = lab.write_config(
+        "backup.toml",
+        "[[source]]\nname = \"a\"\npath = \"/srv/a\"\n",
+    );
+    let out = lab.backup(&config, &["run", "--source", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--source nope: no such source"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+}
