@@ -162,7 +162,7 @@ fn failed_dump_leaves_no_snapshot_notifies_and_spares_other_sources() {
              [[source]]\nname = \"files\"\npath = \"{files}\"\n\n\
              [[source]]\nname = \"immich\"\npath = \"{immich}\"\n\
              [source.dump]\nfile = \"immich.sql\"\ncommand = {dump}\n\
-             expect-tail = \"-- dump complete\"\n\n\
+             complete-marker = \"-- dump complete\"\n\n\
              [[source]]\nname = \"empty\"\npath = \"{empty}\"\n\
              [source.dump]\nfile = \"nothing.sql\"\ncommand = [\"true\"]\n",
             url = hook.url("/ntfy/azalab"),

@@ -177,9 +177,9 @@ pub struct DumpCapture {
     /// File name of the dump inside the staging folder.
     pub file: Spanned<String>,
     pub command: Spanned<Vec<String>>,
-    /// Text the dump must end with (pg_dumpall writes a closing comment), checked at capture and
-    /// by the drill.
-    pub expect_tail: Option<String>,
+    /// Text found near the end of every complete dump (pg_dumpall closes with
+    /// `-- PostgreSQL database cluster dump complete`), checked at capture and by the drill.
+    pub complete_marker: Option<String>,
     #[serde(default = "defaults::dump_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }

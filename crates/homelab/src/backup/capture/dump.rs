@@ -1,6 +1,6 @@
 //! A command's stdout streamed into a file in the staging folder (`pg_dumpall` through
 //! `kubectl exec`). Good only when the command exited 0, wrote something, and, where the config
-//! says how the dump ends, ends that way.
+//! names a completion marker, has it in its last 4 KiB.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -34,7 +34,7 @@ impl Capture for Dump<'_> {
                 done.stderr_tail()
             )));
         }
-        let written = check_dump(&path, self.0.expect_tail.as_deref())?;
+        let written = check_dump(&path, self.0.complete_marker.as_deref())?;
         File::open(&path)
             .and_then(|f| f.sync_all())
             .map_err(|err| CaptureError::Failed(format!("cannot sync {}: {err}", path.display())))?;
@@ -44,13 +44,13 @@ impl Capture for Dump<'_> {
 
     fn check_restored(&self, restored_staging: &Path) -> Result<Vec<String>, CaptureError> {
         let path = restored_staging.join(self.0.file.get_ref());
-        let size = check_dump(&path, self.0.expect_tail.as_deref())?;
+        let size = check_dump(&path, self.0.complete_marker.as_deref())?;
         Ok(vec![format!("{}: {size} bytes, complete", self.0.file.get_ref())])
     }
 }
 
-/// Non-empty and, when `tail` is given, ending with it (trailing whitespace ignored).
-fn check_dump(path: &Path, tail: Option<&str>) -> Result<u64, CaptureError> {
+/// Non-empty and, when `marker` is given, holding it in its last 4 KiB.
+fn check_dump(path: &Path, marker: Option<&str>) -> Result<u64, CaptureError> {
     let fail = |what: String| CaptureError::Failed(format!("dump {}: {what}", path.display()));
     let mut file = File::open(path).map_err(|err| fail(format!("cannot open: {err}")))?;
     let size = file
@@ -60,15 +60,14 @@ fn check_dump(path: &Path, tail: Option<&str>) -> Result<u64, CaptureError> {
     if size == 0 {
         return Err(fail("the command wrote nothing".into()));
     }
-    if let Some(tail) = tail {
-        let window = (tail.len() as u64 + 4096).min(size);
+    if let Some(marker) = marker {
+        let window = (marker.len() as u64 + 4096).min(size);
         let mut end = Vec::new();
         file.seek(SeekFrom::End(-(window as i64)))
             .and_then(|_| file.read_to_end(&mut end))
             .map_err(|err| fail(format!("cannot read: {err}")))?;
-        let end = String::from_utf8_lossy(&end);
-        if !end.trim_end().ends_with(tail.trim_end()) {
-            return Err(fail(format!("does not end with {tail:?}: it is incomplete")));
+        if !String::from_utf8_lossy(&end).contains(marker) {
+            return Err(fail(format!("{marker:?} is not at its end: it is incomplete")));
         }
     }
     Ok(size)

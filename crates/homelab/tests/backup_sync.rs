@@ -1,0 +1,203 @@
+//! `homelab backup sync` to an S3 server on loopback (rclone) standing in for R2, and
+//! `homelab backup verify` against a damaged repository.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{HttpStandIn, Lab, S3_KEY_ID, S3_SECRET, S3Server, require, stderr, stdout};
+
+fn credentials(lab: &Lab, endpoint: &str, bucket: &str) -> PathBuf {
+    let path = lab.path(&format!("r2-{bucket}.env"));
+    std::fs::write(
+        &path,
+        format!(
+            "# written by sops-nix on the host\nR2_ENDPOINT={endpoint}\nR2_BUCKET={bucket}\n\
+             AWS_ACCESS_KEY_ID={S3_KEY_ID}\nAWS_SECRET_ACCESS_KEY={S3_SECRET}\n"
+        ),
+    )
+    .expect("credentials");
+    path
+}
+
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        files_under(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn mirror_snapshot_ids(lab: &Lab, s3: &S3Server, bucket: &str) -> Vec<String> {
+    let config = lab.path(&format!("mirror-{bucket}.config"));
+    let kopia = |args: &[&str]| {
+        Command::new("kopia")
+            .args(args)
+            .args(["--no-progress", "--no-auto-maintenance"])
+            .env("KOPIA_CONFIG_PATH", &config)
+            .env("KOPIA_PASSWORD", "correct horse battery staple")
+            .env("KOPIA_CHECK_FOR_UPDATES", "false")
+            .env("KOPIA_LOG_DIR", lab.path("mirror-logs"))
+            .output()
+            .expect("kopia runs")
+    };
+    let out = kopia(&[
+        "repository",
+        "connect",
+        "s3",
+        "--bucket",
+        bucket,
+        "--endpoint",
+        &format!("127.0.0.1:{}", s3.port),
+        "--disable-tls",
+        "--access-key",
+        S3_KEY_ID,
+        "--secret-access-key",
+        S3_SECRET,
+        "--readonly",
+        "--cache-directory",
+        &lab.path("mirror-cache").to_string_lossy(),
+    ]);
+    assert!(out.status.success(), "connect to mirror: {}", stderr(&out));
+    let out = kopia(&["snapshot", "list", "--all", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON");
+    let mut ids: Vec<String> = list.iter().map(|s| s["id"].as_str().expect("id").to_owned()).collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn sync_mirrors_refuses_wrong_buckets_and_retries_then_fails_when_s3_is_down() {
+    if !require(&["kopia", "rclone"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let hook = HttpStandIn::start();
+    let mut s3 = S3Server::start(lab.path("s3"));
+    std::fs::create_dir_all(s3.root.join("azalab-kopia")).expect("bucket");
+    std::fs::create_dir_all(s3.root.join("someone-elses")).expect("bucket");
+    std::fs::write(s3.root.join("someone-elses/keep.txt"), "not ours").expect("object");
+    let data = lab.source_dir("data");
+    common::random_file(&data.join("blob"), 3 << 20);
+    let sources = |bucket: &str| {
+        format!(
+            "[offsite]\ncredentials-file = \"{}\"\nattempts = 3\nretry-delay = \"1s\"\n\n\
+             [notify]\nwebhook = \"{}\"\n\n[[source]]\nname = \"data\"\npath = \"{}\"\n",
+            credentials(&lab, &s3.endpoint(), bucket).display(),
+            hook.url("/hc/fail"),
+            data.display()
+        )
+    };
+    let config = lab.write_config("backup.toml", &sources("azalab-kopia"));
+    let out = lab.backup(&config, &["run"]);
+    assert_eq!(out.status.code(), Some(0));
+
+    // A bucket that holds no repository is refused: nothing gets written into it.
+    let wrong = lab.write_config("wrong.toml", &sources("someone-elses"));
+    let out = lab.backup(&wrong, &["sync"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("holds no Kopia repository"), "{}", stderr(&out));
+    assert_eq!(files_under(&s3.root.join("someone-elses")), 1, "the wrong bucket is untouched");
+    assert_eq!(hook.received().len(), 1, "the refused sync notified");
+
+    // The first sync is explicit; after it the bucket must hold this repository.
+    let out = lab.backup(&config, &["sync", "--init"]);
+    assert_eq!(out.status.code(), Some(0));
+    std::fs::write(data.join("more"), "second snapshot").expect("file");
+    let out = lab.backup(&config, &["run"]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = lab.backup(&config, &["sync"]);
+    assert_eq!(out.status.code(), Some(0));
+    let mut local: Vec<String> = lab
+        .snapshots(&data)
+        .iter()
+        .map(|s| s["id"].as_str().expect("id").to_owned())
+        .collect();
+    local.sort();
+    assert_eq!(local.len(), 2);
+    assert_eq!(mirror_snapshot_ids(&lab, &s3, "azalab-kopia"), local, "the mirror lists the same snapshots");
+
+    let out = lab.backup(&config, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(status["sync"]["stale"], false);
+
+    // S3 down: retried with backoff, then exit 1 and a notification.
+    s3.stop();
+    let before = hook.received().len();
+    let out = lab.backup(&config, &["sync"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.matches("retrying in").count(), 2, "three attempts, two waits: {err}");
+    assert!(err.contains("gave up after 3 attempts"), "{err}");
+    let sent = hook.received();
+    assert_eq!(sent.len(), before + 1);
+    assert!(sent.last().expect("sent").body.contains("backup sync failed"));
+    let metrics = std::fs::read_to_string(lab.path("metrics/homelab_backup.prom")).expect("metrics");
+    assert!(metrics.contains("homelab_backup_last_sync_success 0"), "{metrics}");
+    assert!(metrics.contains("homelab_backup_last_sync_timestamp_seconds "), "{metrics}");
+}
+
+#[test]
+fn verify_reports_a_corrupted_blob() {
+    if !require(&["kopia"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let data = lab.source_dir("photos");
+    for i in 0..4 {
+        common::random_file(&data.join(format!("img{i}.jpg")), 2 << 20);
+    }
+    let config = lab.write_config(
+        "backup.toml",
+        &format!("[[source]]\nname = \"photos\"\npath = \"{}\"\n", data.display()),
+    );
+    assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
+    let out = lab.backup(&config, &["verify", "--percent", "100"]);
+    assert_eq!(out.status.code(), Some(0), "a healthy repository verifies");
+
+    // Flip bytes in the middle of the largest data pack (blob IDs starting with `p` live in
+    // sharded folders named after their first characters).
+    let mut packs: Vec<(u64, PathBuf)> = Vec::new();
+    let repo = lab.path("repo");
+    let mut stack: Vec<PathBuf> = std::fs::read_dir(&repo)
+        .expect("repo")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('p') && e.path().is_dir())
+        .map(|e| e.path())
+        .collect();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("repo dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                packs.push((entry.metadata().expect("meta").len(), path));
+            }
+        }
+    }
+    packs.sort();
+    let (size, pack) = packs.pop().expect("a data pack");
+    let mut bytes = std::fs::read(&pack).expect("read pack");
+    let middle = (size / 2) as usize;
+    for b in &mut bytes[middle..middle + 64] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&pack, bytes).expect("corrupt pack");
+
+    let out = lab.backup(&config, &["verify", "--percent", "100"]);
+    assert_eq!(out.status.code(), Some(1), "verify must report the damage");
+    assert!(stderr(&out).contains("verification failed"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+}
