@@ -279,7 +279,10 @@ impl Kopia {
             return Ok(false);
         }
         let flag = |name: &str, value: Option<u32>| {
-            format!("--{name}={}", value.map_or("inherit".into(), |v| v.to_string()))
+            format!(
+                "--{name}={}",
+                value.map_or("inherit".into(), |v| v.to_string())
+            )
         };
         let args = [
             flag("keep-latest", wanted.keep_latest),
@@ -326,14 +329,25 @@ impl Kopia {
     ) -> Result<Manifest, KopiaError> {
         let path = path.to_string_lossy();
         let tags: Vec<String> = tags.iter().map(|(k, v)| format!("{k}:{v}")).collect();
-        let mut args = vec!["snapshot", "create", &*path, "--json", "--description", description];
+        let mut args = vec![
+            "snapshot",
+            "create",
+            &*path,
+            "--json",
+            "--description",
+            description,
+        ];
         for tag in &tags {
             args.push("--tags");
             args.push(tag);
         }
         let done = self.run(&args)?;
         let text = done.stdout_text();
-        let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         serde_json::from_str(line).map_err(|source| KopiaError::Json {
             command: args.join(" "),
             source,
@@ -351,11 +365,13 @@ impl Kopia {
     }
 
     pub fn pin(&self, id: &str, pin: &str) -> Result<(), KopiaError> {
-        self.run(&["snapshot", "pin", id, &format!("--add={pin}")]).map(drop)
+        self.run(&["snapshot", "pin", id, &format!("--add={pin}")])
+            .map(drop)
     }
 
     pub fn unpin(&self, id: &str, pin: &str) -> Result<(), KopiaError> {
-        self.run(&["snapshot", "pin", id, &format!("--remove={pin}")]).map(drop)
+        self.run(&["snapshot", "pin", id, &format!("--remove={pin}")])
+            .map(drop)
     }
 
     /// Quick maintenance, or full maintenance once kopia's schedule says it is due.

@@ -4,8 +4,8 @@ pub mod backup;
 mod cli;
 mod env_vars;
 mod exit;
-mod logging;
 mod kopia;
+mod logging;
 mod process;
 
 use std::process::ExitCode;

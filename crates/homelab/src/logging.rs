@@ -12,8 +12,8 @@ pub fn init(verbose: u8) {
         1 => "homelab=debug",
         _ => "homelab=trace",
     };
-    let filter = EnvFilter::try_from_env(env_vars::HOMELAB_LOG)
-        .unwrap_or_else(|_| EnvFilter::new(default));
+    let filter =
+        EnvFilter::try_from_env(env_vars::HOMELAB_LOG).unwrap_or_else(|_| EnvFilter::new(default));
     let terminal = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -111,9 +111,8 @@ pub fn run(
         .process_group(0);
     // SAFETY: the closure only calls prctl(2), which is async-signal-safe, and allocates nothing.
     unsafe {
-        command.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from)
-        });
+        command
+            .pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from));
     }
     tracing::debug!(command = ?command, "running");
     let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
@@ -176,7 +175,9 @@ fn join(handle: JoinHandle<Vec<u8>>) -> Vec<u8> {
 
 /// SIGTERM to the child's process group, a grace period, then SIGKILL; always reaps the child.
 fn stop(child: &mut Child) {
-    let group = i32::try_from(child.id()).ok().map(|pid| Pid::from_raw(-pid));
+    let group = i32::try_from(child.id())
+        .ok()
+        .map(|pid| Pid::from_raw(-pid));
     if let Some(group) = group {
         let _ = kill(group, Signal::SIGTERM);
     }

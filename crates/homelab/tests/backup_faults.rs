@@ -73,24 +73,36 @@ fn kill_9_mid_snapshot_loses_nothing_and_the_next_run_succeeds() {
 
     common::random_file(&data.join("blob"), 400 << 20);
     let mut run = spawn_run(&lab, &config);
-    let kopia = wait_for_process(&["snapshot", "create", &data.to_string_lossy()], Duration::from_secs(60));
+    let kopia = wait_for_process(
+        &["snapshot", "create", &data.to_string_lossy()],
+        Duration::from_secs(60),
+    );
     std::thread::sleep(Duration::from_millis(150));
     run.kill().expect("kill -9");
     let _ = run.wait();
     // The orphaned kopia is told to stop (parent-death signal) rather than writing on.
     let deadline = Instant::now() + Duration::from_secs(40);
     while alive(kopia) {
-        assert!(Instant::now() < deadline, "kopia {kopia} outlived the killed run");
+        assert!(
+            Instant::now() < deadline,
+            "kopia {kopia} outlived the killed run"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 
     let after_kill = lab.snapshots(&data);
     assert!(
-        after_kill.iter().any(|s| s["id"] == first[0]["id"] && pinned(s)),
+        after_kill
+            .iter()
+            .any(|s| s["id"] == first[0]["id"] && pinned(s)),
         "the last good snapshot is still there and pinned: {after_kill:?}"
     );
     let out = lab.backup(&config, &["run", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "the lock of the killed run is recovered");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the lock of the killed run is recovered"
+    );
     assert!(!data.join(".homelab-backup").exists());
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert!(report["sources"][0]["bytes"].as_u64().expect("bytes") > 400 << 20);
@@ -128,7 +140,12 @@ fn a_second_run_waits_for_the_lock_or_gives_up_clearly() {
     assert_eq!(out.status.code(), Some(0), "a patient run waits its turn");
     assert!(stderr(&out).contains("waiting for the backup lock"));
     let first = first.wait_with_output().expect("first run");
-    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     assert_eq!(lab.snapshots(&data).len(), 2);
 }
 
@@ -157,10 +174,21 @@ fn sigterm_during_a_capture_restarts_the_app_and_leaves_no_snapshot() {
     let started = Instant::now();
     kill(Pid::from_raw(run.id() as i32), Signal::SIGTERM).expect("SIGTERM");
     let out = run.wait_with_output().expect("run ends");
-    assert!(started.elapsed() < Duration::from_secs(30), "SIGTERM must not wait for the dump");
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "SIGTERM must not wait for the dump"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!stopped.exists(), "the start command ran after SIGTERM");
-    assert!(!data.join(".homelab-backup").exists(), "staging removed after SIGTERM");
+    assert!(
+        !data.join(".homelab-backup").exists(),
+        "staging removed after SIGTERM"
+    );
     assert!(lab.snapshots(&data).is_empty());
     assert!(String::from_utf8_lossy(&out.stdout).contains("termination signal"));
 }
@@ -177,6 +205,10 @@ fn unreadable_configuration_is_a_usage_error() {
     );
     let out = lab.backup(&config, &["run", "--source", "nope"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--source nope: no such source"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--source nope: no such source"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stdout(&out).is_empty());
 }

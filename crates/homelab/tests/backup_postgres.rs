@@ -46,15 +46,24 @@ fn postgres_dump_is_captured_drilled_and_loads_into_a_fresh_cluster() {
     assert!(stdout(&out).contains("immich.sql"), "{}", stdout(&out));
     let dump = restored.join("immich/.homelab-backup/immich.sql");
     assert!(restored.join("immich/library/admin/a.jpg").exists());
-    assert!(!restored.join("immich/postgres").exists(), "live database files are not snapshotted");
+    assert!(
+        !restored.join("immich/postgres").exists(),
+        "live database files are not snapshotted"
+    );
 
     let fresh = Postgres::start();
     let errors = fresh.psql_file(&dump);
     let unexpected: Vec<&String> = errors
         .iter()
-        .filter(|e| !e.contains("current user cannot be dropped") && !e.contains("role \"postgres\" already exists"))
+        .filter(|e| {
+            !e.contains("current user cannot be dropped")
+                && !e.contains("role \"postgres\" already exists")
+        })
         .collect();
-    assert!(unexpected.is_empty(), "loading the dump failed: {unexpected:?}");
+    assert!(
+        unexpected.is_empty(),
+        "loading the dump failed: {unexpected:?}"
+    );
     assert_eq!(fresh.psql("immich", "SELECT count(*) FROM assets"), "1234");
     assert_eq!(fresh.psql("immich", "SELECT count(*) FROM albums"), "2");
     assert_eq!(

@@ -64,7 +64,10 @@ fn sqlite_capture_under_a_busy_writer_restores_consistent() {
     let stop = lab.path("stop");
     let stats = lab.path("stats.json");
     let writer = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/bank_writer.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/bank_writer.py"
+        ))
         .arg(vault.join("db.sqlite3"))
         .arg(&stop)
         .arg(&stats)
@@ -101,13 +104,23 @@ fn sqlite_capture_under_a_busy_writer_restores_consistent() {
     }
     // Live db files are replaced by the staged copy, the excluded cache is absent, and staging
     // is cleaned away after each run.
-    assert!(!vault.join(".homelab-backup").exists(), "staging must be removed");
+    assert!(
+        !vault.join(".homelab-backup").exists(),
+        "staging must be removed"
+    );
     let snapshots = lab.snapshots(&vault);
     assert_eq!(snapshots.len(), 3);
     let pins: Vec<bool> = snapshots.iter().map(pinned).collect();
-    assert_eq!(pins, [false, false, true], "only the newest good snapshot is pinned");
+    assert_eq!(
+        pins,
+        [false, false, true],
+        "only the newest good snapshot is pinned"
+    );
     let last_id = runs[2]["sources"][0]["snapshot_id"].as_str().expect("id");
-    assert_eq!(snapshots[2]["id"], last_id, "report names the pinned snapshot");
+    assert_eq!(
+        snapshots[2]["id"], last_id,
+        "report names the pinned snapshot"
+    );
     assert_eq!(snapshots[2]["tags"]["tag:homelab-source"], "vaultwarden");
     assert_eq!(
         snapshots[2]["tags"]["tag:homelab-run"],
@@ -117,7 +130,10 @@ fn sqlite_capture_under_a_busy_writer_restores_consistent() {
     let listing = stdout(&listing);
     assert!(listing.contains(".homelab-backup/db.sqlite3"), "{listing}");
     assert!(listing.contains("attachments/a.bin"), "{listing}");
-    assert!(!listing.lines().any(|l| l.trim() == "db.sqlite3"), "live db must be ignored: {listing}");
+    assert!(
+        !listing.lines().any(|l| l.trim() == "db.sqlite3"),
+        "live db must be ignored: {listing}"
+    );
     assert!(!listing.contains("icon_cache"), "{listing}");
 
     let restored = lab.path("restored");
@@ -129,7 +145,11 @@ fn sqlite_capture_under_a_busy_writer_restores_consistent() {
     let drill: serde_json::Value = serde_json::from_slice(&out.stdout).expect("drill JSON");
     assert_eq!(drill["ok"], true);
     let copy = restored.join("vaultwarden/.homelab-backup/db.sqlite3");
-    assert_eq!(total(&copy), ACCOUNTS * OPENING_BALANCE, "money was created or destroyed");
+    assert_eq!(
+        total(&copy),
+        ACCOUNTS * OPENING_BALANCE,
+        "money was created or destroyed"
+    );
     let checks = drill["sources"][0]["checks"].to_string();
     assert!(checks.contains("integrity_check ok"), "{checks}");
 
@@ -139,9 +159,16 @@ fn sqlite_capture_under_a_busy_writer_restores_consistent() {
     assert_eq!(status["ok"], true);
     assert_eq!(status["sources"][0]["last_good_snapshot"], last_id);
 
-    let metrics = std::fs::read_to_string(lab.path("metrics/homelab_backup.prom")).expect("metrics");
-    assert!(metrics.contains("homelab_backup_last_run_success{source=\"vaultwarden\"} 1"), "{metrics}");
-    assert!(metrics.contains("homelab_backup_last_success_timestamp_seconds{source=\"nixos\"}"), "{metrics}");
+    let metrics =
+        std::fs::read_to_string(lab.path("metrics/homelab_backup.prom")).expect("metrics");
+    assert!(
+        metrics.contains("homelab_backup_last_run_success{source=\"vaultwarden\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("homelab_backup_last_success_timestamp_seconds{source=\"nixos\"}"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -173,27 +200,46 @@ fn failed_dump_leaves_no_snapshot_notifies_and_spares_other_sources() {
     };
     let config = lab.write_config(
         "bad.toml",
-        &sources(r#"["sh", "-c", "echo 'CREATE TABLE half;'; echo 'connection lost' >&2; exit 1"]"#),
+        &sources(
+            r#"["sh", "-c", "echo 'CREATE TABLE half;'; echo 'connection lost' >&2; exit 1"]"#,
+        ),
     );
     let out = lab.backup(&config, &["run"]);
     assert_eq!(out.status.code(), Some(1), "a failed source fails the run");
     let report = stdout(&out);
     assert!(report.contains("ok    files"), "{report}");
     assert!(report.contains("FAIL  immich"), "{report}");
-    assert!(report.contains("connection lost"), "stderr of the dump is reported: {report}");
+    assert!(
+        report.contains("connection lost"),
+        "stderr of the dump is reported: {report}"
+    );
     assert!(report.contains("FAIL  empty"), "{report}");
     assert!(report.contains("wrote nothing"), "{report}");
     assert_eq!(lab.snapshots(&files).len(), 1);
-    assert!(lab.snapshots(&immich).is_empty(), "no snapshot from a failed dump");
-    assert!(lab.snapshots(&empty).is_empty(), "no snapshot from an empty dump");
+    assert!(
+        lab.snapshots(&immich).is_empty(),
+        "no snapshot from a failed dump"
+    );
+    assert!(
+        lab.snapshots(&empty).is_empty(),
+        "no snapshot from an empty dump"
+    );
     assert!(!immich.join(".homelab-backup").exists());
 
     let sent = hook.received();
     assert_eq!(sent.len(), 1, "one notification per failed run: {sent:?}");
     assert_eq!(sent[0].method, "POST");
     assert_eq!(sent[0].path, "/ntfy/azalab");
-    assert!(sent[0].body.contains("immich: dump capture failed"), "{}", sent[0].body);
-    assert!(sent[0].body.contains("empty: dump capture failed"), "{}", sent[0].body);
+    assert!(
+        sent[0].body.contains("immich: dump capture failed"),
+        "{}",
+        sent[0].body
+    );
+    assert!(
+        sent[0].body.contains("empty: dump capture failed"),
+        "{}",
+        sent[0].body
+    );
 
     // A dump that exits 0 but stops early lacks its closing line: still a failure.
     let truncated = lab.write_config(
@@ -236,7 +282,10 @@ fn retention_never_takes_the_last_good_snapshot() {
     let out = lab.backup(&config, &["run", "--json"]);
     assert_eq!(out.status.code(), Some(0));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let good = report["sources"][0]["snapshot_id"].as_str().expect("id").to_owned();
+    let good = report["sources"][0]["snapshot_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
 
     // Snapshots that are not ours to vouch for (made by hand, or a capture that kopia saved with
     // errors) trigger kopia's retention, keep-latest 1: without the pin the good one would go.
@@ -250,8 +299,15 @@ fn retention_never_takes_the_last_good_snapshot() {
         .iter()
         .map(|s| s["id"].as_str().expect("id").to_owned())
         .collect();
-    assert!(ids.contains(&good), "the pinned last good snapshot survived retention: {ids:?}");
-    assert_eq!(ids.len(), 2, "retention still removed the unpinned one: {ids:?}");
+    assert!(
+        ids.contains(&good),
+        "the pinned last good snapshot survived retention: {ids:?}"
+    );
+    assert_eq!(
+        ids.len(),
+        2,
+        "retention still removed the unpinned one: {ids:?}"
+    );
 
     // The next good run moves the pin and lets retention take the old one.
     let out = lab.backup(&config, &["run"]);
@@ -265,7 +321,10 @@ fn retention_never_takes_the_last_good_snapshot() {
     assert_eq!(pinned_ids.len(), 1);
     assert_ne!(pinned_ids[0], good);
     let out = lab.kopia(&["snapshot", "list", &data.to_string_lossy(), "--json"]);
-    assert!(!stdout(&out).contains(&good), "the old good snapshot is released to retention");
+    assert!(
+        !stdout(&out).contains(&good),
+        "the old good snapshot is released to retention"
+    );
 }
 
 #[test]
@@ -292,5 +351,8 @@ fn status_reports_stale_and_missing_sources() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(status["sources"][0]["stale"], false);
     assert_eq!(status["sources"][1]["stale"], true);
-    assert_eq!(status["sources"][1]["last_good_snapshot"], serde_json::Value::Null);
+    assert_eq!(
+        status["sources"][1]["last_good_snapshot"],
+        serde_json::Value::Null
+    );
 }

@@ -72,7 +72,10 @@ fn mirror_snapshot_ids(lab: &Lab, s3: &S3Server, bucket: &str) -> Vec<String> {
     let out = kopia(&["snapshot", "list", "--all", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON");
-    let mut ids: Vec<String> = list.iter().map(|s| s["id"].as_str().expect("id").to_owned()).collect();
+    let mut ids: Vec<String> = list
+        .iter()
+        .map(|s| s["id"].as_str().expect("id").to_owned())
+        .collect();
     ids.sort();
     ids
 }
@@ -107,8 +110,16 @@ fn sync_mirrors_refuses_wrong_buckets_and_retries_then_fails_when_s3_is_down() {
     let wrong = lab.write_config("wrong.toml", &sources("someone-elses"));
     let out = lab.backup(&wrong, &["sync"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("holds no Kopia repository"), "{}", stderr(&out));
-    assert_eq!(files_under(&s3.root.join("someone-elses")), 1, "the wrong bucket is untouched");
+    assert!(
+        stderr(&out).contains("holds no Kopia repository"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        files_under(&s3.root.join("someone-elses")),
+        1,
+        "the wrong bucket is untouched"
+    );
     assert_eq!(hook.received().len(), 1, "the refused sync notified");
 
     // The first sync is explicit; after it the bucket must hold this repository.
@@ -126,7 +137,11 @@ fn sync_mirrors_refuses_wrong_buckets_and_retries_then_fails_when_s3_is_down() {
         .collect();
     local.sort();
     assert_eq!(local.len(), 2);
-    assert_eq!(mirror_snapshot_ids(&lab, &s3, "azalab-kopia"), local, "the mirror lists the same snapshots");
+    assert_eq!(
+        mirror_snapshot_ids(&lab, &s3, "azalab-kopia"),
+        local,
+        "the mirror lists the same snapshots"
+    );
 
     let out = lab.backup(&config, &["status", "--json"]);
     assert_eq!(out.status.code(), Some(0));
@@ -139,14 +154,30 @@ fn sync_mirrors_refuses_wrong_buckets_and_retries_then_fails_when_s3_is_down() {
     let out = lab.backup(&config, &["sync"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert_eq!(err.matches("retrying in").count(), 2, "three attempts, two waits: {err}");
+    assert_eq!(
+        err.matches("retrying in").count(),
+        2,
+        "three attempts, two waits: {err}"
+    );
     assert!(err.contains("gave up after 3 attempts"), "{err}");
     let sent = hook.received();
     assert_eq!(sent.len(), before + 1);
-    assert!(sent.last().expect("sent").body.contains("backup sync failed"));
-    let metrics = std::fs::read_to_string(lab.path("metrics/homelab_backup.prom")).expect("metrics");
-    assert!(metrics.contains("homelab_backup_last_sync_success 0"), "{metrics}");
-    assert!(metrics.contains("homelab_backup_last_sync_timestamp_seconds "), "{metrics}");
+    assert!(
+        sent.last()
+            .expect("sent")
+            .body
+            .contains("backup sync failed")
+    );
+    let metrics =
+        std::fs::read_to_string(lab.path("metrics/homelab_backup.prom")).expect("metrics");
+    assert!(
+        metrics.contains("homelab_backup_last_sync_success 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("homelab_backup_last_sync_timestamp_seconds "),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -161,7 +192,10 @@ fn verify_reports_a_corrupted_blob() {
     }
     let config = lab.write_config(
         "backup.toml",
-        &format!("[[source]]\nname = \"photos\"\npath = \"{}\"\n", data.display()),
+        &format!(
+            "[[source]]\nname = \"photos\"\npath = \"{}\"\n",
+            data.display()
+        ),
     );
     assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
     let out = lab.backup(&config, &["verify", "--percent", "100"]);
@@ -198,6 +232,10 @@ fn verify_reports_a_corrupted_blob() {
 
     let out = lab.backup(&config, &["verify", "--percent", "100"]);
     assert_eq!(out.status.code(), Some(1), "verify must report the damage");
-    assert!(stderr(&out).contains("verification failed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("verification failed"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stdout(&out).is_empty());
 }

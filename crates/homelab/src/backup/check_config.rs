@@ -17,12 +17,15 @@ pub fn run(cmd: &CheckConfigCmd) -> ExitStatus {
     let config = match BackupConfig::load(&cmd.file) {
         Ok(config) => config,
         Err(err) => {
-            eprintln!("{:?}", miette::Report::new(*err));
+            err.report();
             return ExitStatus::Error;
         }
     };
     println!("{}: ok", cmd.file.display());
-    println!("  repository {}", config.repository.path.get_ref().display());
+    println!(
+        "  repository {}",
+        config.repository.path.get_ref().display()
+    );
     for source in &config.sources {
         let mut captures = Vec::new();
         if source.quiesce.is_some() {

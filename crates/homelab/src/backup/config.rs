@@ -237,7 +237,12 @@ impl BackupConfig {
     /// Reads, parses and validates the file at `file`.
     pub fn load(file: &Path) -> Result<Self, Box<ConfigError>> {
         let text = std::fs::read_to_string(file).map_err(|err| {
-            Box::new(ConfigError::new(file, "", 0..0, format!("cannot read: {err}")))
+            Box::new(ConfigError::new(
+                file,
+                "",
+                0..0,
+                format!("cannot read: {err}"),
+            ))
         })?;
         Self::parse(file, text)
     }
@@ -259,9 +264,9 @@ impl BackupConfig {
         };
         match config.validate() {
             Ok(()) => Ok(config),
-            Err((key, span, message)) => {
-                Err(Box::new(ConfigError::new(file, &key, span, message).with_source(text)))
-            }
+            Err((key, span, message)) => Err(Box::new(
+                ConfigError::new(file, &key, span, message).with_source(text),
+            )),
         }
     }
 
@@ -292,7 +297,7 @@ impl BackupConfig {
             return Err((
                 "source".into(),
                 0..0,
-                "at least one [[source]] table".into(),
+                "expected at least one [[source]] table".into(),
             ));
         }
         let mut names = HashSet::new();
@@ -311,7 +316,11 @@ impl BackupConfig {
                 ));
             }
             if !names.insert(name.as_str()) {
-                return Err(invalid(&key("name"), &source.name, "a name no other source has"));
+                return Err(invalid(
+                    &key("name"),
+                    &source.name,
+                    "a name no other source has",
+                ));
             }
             require_absolute(&key("path"), &source.path)?;
             for (j, other) in self.sources.iter().enumerate().take(i) {
@@ -426,7 +435,10 @@ impl Source {
     }
 }
 
-fn require_absolute(key: &str, path: &Spanned<PathBuf>) -> Result<(), (String, Range<usize>, String)> {
+fn require_absolute(
+    key: &str,
+    path: &Spanned<PathBuf>,
+) -> Result<(), (String, Range<usize>, String)> {
     if path.get_ref().is_absolute() {
         Ok(())
     } else {
@@ -434,7 +446,10 @@ fn require_absolute(key: &str, path: &Spanned<PathBuf>) -> Result<(), (String, R
     }
 }
 
-fn require_http_url(key: &str, url: &Spanned<String>) -> Result<(), (String, Range<usize>, String)> {
+fn require_http_url(
+    key: &str,
+    url: &Spanned<String>,
+) -> Result<(), (String, Range<usize>, String)> {
     let value = url.get_ref();
     if value.starts_with("https://") || value.starts_with("http://") {
         Ok(())
@@ -448,6 +463,15 @@ fn invalid<T>(key: &str, value: &Spanned<T>, expected: &str) -> (String, Range<u
 }
 
 impl ConfigError {
+    /// Prints `error: file:line: key: message` (the line a log keeps) and, on a terminal, the
+    /// annotated excerpt of the file.
+    pub fn report(self) {
+        eprintln!("error: {self}");
+        if crate::logging::interactive() && self.span.is_some() {
+            eprintln!("{:?}", miette::Report::new(self));
+        }
+    }
+
     fn new(file: &Path, key: &str, span: Range<usize>, message: String) -> Self {
         Self {
             file: file.to_owned(),

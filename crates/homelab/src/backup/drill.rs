@@ -54,7 +54,10 @@ pub fn run(config: &BackupConfig, cmd: &DrillCmd) -> anyhow::Result<ExitStatus> 
     if let Some(keep) = &cmd.keep
         && keep.exists()
     {
-        eprintln!("error: --keep {}: the folder already exists", keep.display());
+        eprintln!(
+            "error: --keep {}: the folder already exists",
+            keep.display()
+        );
         return Ok(ExitStatus::Error);
     }
     let session = Session::open(config, Some("backup drill"))?;
@@ -126,11 +129,17 @@ fn drill(session: &Session, source: &Source, target: &Path) -> anyhow::Result<So
         found.files, found.bytes, found.symlinks
     )];
     let mut problems = Vec::new();
-    if (found.files, found.bytes, found.symlinks) != (expected.files, expected.size, expected.symlinks)
+    if (found.files, found.bytes, found.symlinks)
+        != (expected.files, expected.size, expected.symlinks)
     {
         problems.push(format!(
             "restored {} files / {} bytes / {} symlinks, the snapshot has {} / {} / {}",
-            found.files, found.bytes, found.symlinks, expected.files, expected.size, expected.symlinks
+            found.files,
+            found.bytes,
+            found.symlinks,
+            expected.files,
+            expected.size,
+            expected.symlinks
         ));
         checks.clear();
     }
@@ -164,7 +173,9 @@ fn tally(root: &Path) -> anyhow::Result<Tally> {
     let mut tally = Tally::default();
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
+        {
             let entry = entry?;
             let kind = entry.file_type()?;
             if kind.is_dir() {

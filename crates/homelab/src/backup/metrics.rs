@@ -22,14 +22,15 @@ pub fn write(config: &BackupConfig, state: &State) -> anyhow::Result<()> {
 
 fn render(state: &State) -> String {
     let mut out = String::new();
-    let mut family = |name: &str, help: &str, value: &dyn Fn(&super::state::SourceState) -> Option<f64>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (source, s) in &state.sources {
-            if let Some(v) = value(s) {
-                let _ = writeln!(out, "{name}{{source=\"{source}\"}} {v}");
+    let mut family =
+        |name: &str, help: &str, value: &dyn Fn(&super::state::SourceState) -> Option<f64>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (source, s) in &state.sources {
+                if let Some(v) = value(s) {
+                    let _ = writeln!(out, "{name}{{source=\"{source}\"}} {v}");
+                }
             }
-        }
-    };
+        };
     family(
         "homelab_backup_last_success_timestamp_seconds",
         "Unix time of the last good snapshot of the source.",

@@ -70,7 +70,7 @@ pub fn run(cmd: BackupCmd) -> ExitStatus {
     let config = match BackupConfig::load(path) {
         Ok(config) => config,
         Err(err) => {
-            eprintln!("{:?}", miette::Report::new(*err));
+            err.report();
             return ExitStatus::Error;
         }
     };
@@ -114,8 +114,12 @@ impl Session {
             None => None,
         };
         let password_file = &config.repository.password_file;
-        let password = std::fs::read_to_string(password_file)
-            .with_context(|| format!("cannot read repository.password-file {}", password_file.display()))?;
+        let password = std::fs::read_to_string(password_file).with_context(|| {
+            format!(
+                "cannot read repository.password-file {}",
+                password_file.display()
+            )
+        })?;
         let password = password.trim_end_matches(['\n', '\r']).to_owned();
         anyhow::ensure!(
             !password.is_empty(),

@@ -78,7 +78,11 @@ pub fn run(config: &BackupConfig, cmd: &RunCmd) -> anyhow::Result<ExitStatus> {
             bar.set_message(format!("{}: capturing and snapshotting", source.name()));
         }
         let report = if session.cancel.is_cancelled() {
-            failed(source, Instant::now(), "not started: interrupted by a signal".into())
+            failed(
+                source,
+                Instant::now(),
+                "not started: interrupted by a signal".into(),
+            )
         } else {
             back_up(&session, source, &run_id)
         };
@@ -218,7 +222,10 @@ fn capture_and_snapshot(
     match outcome {
         Ok(mut manifest) => {
             manifest.id = promote(kopia, path, &manifest, run_id).map_err(|e| e.to_string())?;
-            Ok((manifest, (!after_errors.is_empty()).then(|| after_errors.join("; "))))
+            Ok((
+                manifest,
+                (!after_errors.is_empty()).then(|| after_errors.join("; ")),
+            ))
         }
         Err(err) => {
             discard_run_snapshots(kopia, path, run_id);
@@ -232,7 +239,10 @@ fn capture_and_snapshot(
 /// Covers repositories written before the pin existed.
 fn pin_last_good(kopia: &Kopia, path: &Path) -> Result<(), KopiaError> {
     let snapshots = kopia.snapshots(path)?;
-    if snapshots.iter().any(|m| m.pins.iter().any(|p| p == LAST_GOOD_PIN)) {
+    if snapshots
+        .iter()
+        .any(|m| m.pins.iter().any(|p| p == LAST_GOOD_PIN))
+    {
         return Ok(());
     }
     if let Some(newest) = snapshots.iter().rev().find(|m| m.is_clean()) {
@@ -243,7 +253,12 @@ fn pin_last_good(kopia: &Kopia, path: &Path) -> Result<(), KopiaError> {
 
 /// The new snapshot takes the pin; older ones lose it and fall under retention again. Pinning
 /// rewrites a manifest under a new ID, so the returned ID is the one that stays.
-fn promote(kopia: &Kopia, path: &Path, manifest: &Manifest, run_id: &str) -> Result<String, KopiaError> {
+fn promote(
+    kopia: &Kopia,
+    path: &Path,
+    manifest: &Manifest,
+    run_id: &str,
+) -> Result<String, KopiaError> {
     kopia.pin(&manifest.id, LAST_GOOD_PIN)?;
     let mut current = None;
     for snapshot in kopia.snapshots(path)? {
@@ -268,13 +283,18 @@ fn discard_run_snapshots(kopia: &Kopia, path: &Path, run_id: &str) {
     let snapshots = match kopia.snapshots(path) {
         Ok(snapshots) => snapshots,
         Err(err) => {
-            tracing::warn!("cannot list snapshots of {} to discard: {err}", path.display());
+            tracing::warn!(
+                "cannot list snapshots of {} to discard: {err}",
+                path.display()
+            );
             return;
         }
     };
     for manifest in snapshots.iter().filter(|m| m.tag(RUN_TAG) == Some(run_id)) {
         match kopia.delete_snapshot(&manifest.id) {
-            Ok(()) => tracing::warn!(snapshot = %manifest.id, "discarded the failed run's snapshot"),
+            Ok(()) => {
+                tracing::warn!(snapshot = %manifest.id, "discarded the failed run's snapshot")
+            }
             Err(err) => tracing::error!(snapshot = %manifest.id, "cannot discard: {err}"),
         }
     }

@@ -67,12 +67,11 @@ pub fn run(config: &BackupConfig, cmd: &StatusCmd) -> anyhow::Result<ExitStatus>
     }
     let sync = config.offsite.as_ref().map(|offsite| {
         let state = State::load(config.state_dir.get_ref());
-        let time = state
-            .last_sync
-            .map(|t| UNIX_EPOCH + Duration::from_secs(t));
+        let time = state.last_sync.map(|t| UNIX_EPOCH + Duration::from_secs(t));
         let age = time.map(age);
         SyncStatus {
-            last_success_time: time.map(|t: SystemTime| humantime::format_rfc3339_seconds(t).to_string()),
+            last_success_time: time
+                .map(|t: SystemTime| humantime::format_rfc3339_seconds(t).to_string()),
             age_seconds: age.map(|a| a.as_secs()),
             rpo_seconds: offsite.rpo.as_secs(),
             stale: age.is_none_or(|a| a > offsite.rpo),

@@ -61,7 +61,10 @@ pub fn run(config: &BackupConfig, cmd: &SyncCmd) -> anyhow::Result<ExitStatus> {
     metrics::write(config, &state)?;
     match result {
         Ok(()) => {
-            println!("synced to s3://{} at {}", credentials.bucket, credentials.endpoint);
+            println!(
+                "synced to s3://{} at {}",
+                credentials.bucket, credentials.endpoint
+            );
             Ok(ExitStatus::Success)
         }
         Err(err) => {
@@ -201,6 +204,9 @@ mod tests {
         let mut bad = tempfile::NamedTempFile::new().expect("temp file");
         writeln!(bad, "R2_BUCKET=b\nR2_BUCKT=typo").expect("write");
         let err = super::read_credentials(bad.path()).expect_err("typo rejected");
-        assert!(err.to_string().contains(":2: unknown key R2_BUCKT"), "{err}");
+        assert!(
+            err.to_string().contains(":2: unknown key R2_BUCKT"),
+            "{err}"
+        );
     }
 }

@@ -15,7 +15,11 @@ use tempfile::TempDir;
 /// True when every tool is on PATH. Under CI a missing tool fails the test; elsewhere the test
 /// is skipped with a loud message.
 pub fn require(tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools.iter().copied().filter(|t| which(t).is_none()).collect();
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| which(t).is_none())
+        .collect();
     if missing.is_empty() {
         return true;
     }
@@ -66,8 +70,11 @@ impl Lab {
             .prefix("homelab-test-")
             .tempdir()
             .expect("temp dir");
-        std::fs::write(dir.path().join("password"), "correct horse battery staple\n")
-            .expect("password file");
+        std::fs::write(
+            dir.path().join("password"),
+            "correct horse battery staple\n",
+        )
+        .expect("password file");
         Self { dir }
     }
 
@@ -325,7 +332,14 @@ impl Postgres {
     /// Runs SQL with psql as `postgres` over TCP and returns stdout (unaligned, tuples only).
     pub fn psql(&self, database: &str, sql: &str) -> String {
         let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
             .args(["-d", database, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
             .output()
             .expect("psql runs");
@@ -342,12 +356,23 @@ impl Postgres {
     /// are expected.
     pub fn psql_file(&self, file: &Path) -> Vec<String> {
         let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
             .args(["-d", "postgres", "-q", "-f"])
             .arg(file)
             .output()
             .expect("psql runs");
-        assert!(out.status.success(), "psql could not read {}", file.display());
+        assert!(
+            out.status.success(),
+            "psql could not read {}",
+            file.display()
+        );
         String::from_utf8_lossy(&out.stderr)
             .lines()
             .filter(|l| l.contains("ERROR"))
@@ -360,7 +385,10 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.dir.path().join("data");
         let _ = self
-            .command("pg_ctl", &["-D", &data.to_string_lossy(), "-m", "immediate", "stop"])
+            .command(
+                "pg_ctl",
+                &["-D", &data.to_string_lossy(), "-m", "immediate", "stop"],
+            )
             .output();
     }
 }

@@ -20,8 +20,9 @@ impl Capture for Dump<'_> {
 
     fn before(&self, cx: &Context<'_>) -> Result<(), CaptureError> {
         let path = cx.staging.join(self.0.file.get_ref());
-        let file = File::create(&path)
-            .map_err(|err| CaptureError::Failed(format!("cannot create {}: {err}", path.display())))?;
+        let file = File::create(&path).map_err(|err| {
+            CaptureError::Failed(format!("cannot create {}: {err}", path.display()))
+        })?;
         let argv = self.0.command.get_ref();
         let mut command = Command::new(&argv[0]);
         command.args(&argv[1..]).stdout(file);
@@ -37,7 +38,9 @@ impl Capture for Dump<'_> {
         let written = check_dump(&path, self.0.complete_marker.as_deref())?;
         File::open(&path)
             .and_then(|f| f.sync_all())
-            .map_err(|err| CaptureError::Failed(format!("cannot sync {}: {err}", path.display())))?;
+            .map_err(|err| {
+                CaptureError::Failed(format!("cannot sync {}: {err}", path.display()))
+            })?;
         tracing::info!(file = %path.display(), bytes = written, "dump written");
         Ok(())
     }
@@ -45,7 +48,10 @@ impl Capture for Dump<'_> {
     fn check_restored(&self, restored_staging: &Path) -> Result<Vec<String>, CaptureError> {
         let path = restored_staging.join(self.0.file.get_ref());
         let size = check_dump(&path, self.0.complete_marker.as_deref())?;
-        Ok(vec![format!("{}: {size} bytes, complete", self.0.file.get_ref())])
+        Ok(vec![format!(
+            "{}: {size} bytes, complete",
+            self.0.file.get_ref()
+        )])
     }
 }
 
@@ -67,7 +73,9 @@ fn check_dump(path: &Path, marker: Option<&str>) -> Result<u64, CaptureError> {
             .and_then(|_| file.read_to_end(&mut end))
             .map_err(|err| fail(format!("cannot read: {err}")))?;
         if !String::from_utf8_lossy(&end).contains(marker) {
-            return Err(fail(format!("{marker:?} is not at its end: it is incomplete")));
+            return Err(fail(format!(
+                "{marker:?} is not at its end: it is incomplete"
+            )));
         }
     }
     Ok(size)
