@@ -44,7 +44,13 @@ fn wait_for_process(needles: &[&str], within: Duration) -> i32 {
 fn alive(pid: i32) -> bool {
     // A zombie still answers kill(0); look at its state instead.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"))
+        .map(|stat| {
+            let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            after_name
+                .split_whitespace()
+                .next()
+                .is_none_or(|state| state != "Z")
+        })
         .unwrap_or(false)
 }
 

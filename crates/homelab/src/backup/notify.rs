@@ -28,10 +28,10 @@ pub fn failure(config: &BackupConfig, job: &str, detail: &str) {
             tracing::warn!("could not notify the webhook: {err}");
         }
     }
-    if let Some(matrix) = &config.notify.matrix {
-        if let Err(err) = send_matrix(&agent, matrix, &text) {
-            tracing::warn!("could not notify the Matrix room: {err:#}");
-        }
+    if let Some(matrix) = &config.notify.matrix
+        && let Err(err) = send_matrix(&agent, matrix, &text)
+    {
+        tracing::warn!("could not notify the Matrix room: {err:#}");
     }
 }
 
