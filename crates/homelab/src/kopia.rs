@@ -42,6 +42,7 @@ pub enum KopiaError {
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
     pub id: String,
+    pub source: SourceInfo,
     #[serde(default)]
     pub start_time: String,
     #[serde(default)]
@@ -57,6 +58,12 @@ pub struct Manifest {
     pub tags: BTreeMap<String, String>,
     #[serde(default)]
     pub pins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SourceInfo {
+    #[serde(default)]
+    pub path: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -113,13 +120,16 @@ impl Manifest {
     }
 }
 
+/// One defined policy as `policy list --json` prints it.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Policy {
+pub struct Policy {
     #[serde(default)]
-    retention: PolicyRetention,
+    pub target: SourceInfo,
     #[serde(default)]
-    files: PolicyFiles,
+    pub retention: PolicyRetention,
+    #[serde(default)]
+    pub files: PolicyFiles,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
@@ -134,9 +144,9 @@ pub struct PolicyRetention {
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct PolicyFiles {
+pub struct PolicyFiles {
     #[serde(default)]
-    ignore: Vec<String>,
+    pub ignore: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,12 +282,12 @@ impl Kopia {
         Ok(())
     }
 
-    /// Makes the global retention policy equal to `wanted`; writes only when it differs.
-    pub fn ensure_retention(&self, wanted: &PolicyRetention) -> Result<bool, KopiaError> {
-        let current: Policy = self.run_json(&["policy", "show", "--global", "--json"])?;
-        if current.retention == *wanted {
-            return Ok(false);
-        }
+    /// Every defined policy; the global one has an empty target path.
+    pub fn policies(&self) -> Result<Vec<Policy>, KopiaError> {
+        self.run_json(&["policy", "list", "--json"])
+    }
+
+    pub fn set_global_retention(&self, wanted: &PolicyRetention) -> Result<(), KopiaError> {
         let flag = |name: &str, value: Option<u32>| {
             format!(
                 "--{name}={}",
@@ -294,29 +304,25 @@ impl Kopia {
         ];
         let mut all = vec!["policy", "set", "--global"];
         all.extend(args.iter().map(String::as_str));
-        self.run(&all)?;
-        Ok(true)
+        self.run(&all).map(drop)
     }
 
-    /// Makes the ignore list of the policy for `path` equal to `rules`; writes only when it differs.
-    pub fn ensure_ignore_rules(&self, path: &Path, rules: &[String]) -> Result<bool, KopiaError> {
+    /// Turns the ignore list of the policy for `path` from `have` into `want`.
+    pub fn set_ignore_rules(
+        &self,
+        path: &Path,
+        have: &[String],
+        want: &[String],
+    ) -> Result<(), KopiaError> {
         let path = path.to_string_lossy();
-        let current: Policy = self.run_json(&["policy", "show", &path, "--json"])?;
-        let have = current.files.ignore;
-        let remove: Vec<&String> = have.iter().filter(|r| !rules.contains(r)).collect();
-        let add: Vec<&String> = rules.iter().filter(|r| !have.contains(r)).collect();
-        if remove.is_empty() && add.is_empty() {
-            return Ok(false);
-        }
         let mut args = vec!["policy", "set", &*path];
-        for rule in remove {
+        for rule in have.iter().filter(|r| !want.contains(r)) {
             args.extend(["--remove-ignore", rule]);
         }
-        for rule in add {
+        for rule in want.iter().filter(|r| !have.contains(r)) {
             args.extend(["--add-ignore", rule]);
         }
-        self.run(&args)?;
-        Ok(true)
+        self.run(&args).map(drop)
     }
 
     /// Snapshots `path`. An `Err` may still have left a manifest behind (kopia saves snapshots
@@ -325,15 +331,18 @@ impl Kopia {
         &self,
         path: &Path,
         tags: &[(&str, &str)],
+        pin: &str,
         description: &str,
     ) -> Result<Manifest, KopiaError> {
         let path = path.to_string_lossy();
         let tags: Vec<String> = tags.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        let pin = format!("--pin={pin}");
         let mut args = vec![
             "snapshot",
             "create",
             &*path,
             "--json",
+            &pin,
             "--description",
             description,
         ];
@@ -360,6 +369,11 @@ impl Kopia {
         self.run_json(&["snapshot", "list", &path, "--json", "--incomplete"])
     }
 
+    /// Every snapshot of every source of this client, incomplete ones included.
+    pub fn all_snapshots(&self) -> Result<Vec<Manifest>, KopiaError> {
+        self.run_json(&["snapshot", "list", "--json", "--incomplete"])
+    }
+
     pub fn delete_snapshot(&self, id: &str) -> Result<(), KopiaError> {
         self.run(&["snapshot", "delete", id, "--delete"]).map(drop)
     }
@@ -369,9 +383,12 @@ impl Kopia {
             .map(drop)
     }
 
-    pub fn unpin(&self, id: &str, pin: &str) -> Result<(), KopiaError> {
-        self.run(&["snapshot", "pin", id, &format!("--remove={pin}")])
-            .map(drop)
+    pub fn unpin(&self, ids: &[&str], pin: &str) -> Result<(), KopiaError> {
+        let remove = format!("--remove={pin}");
+        let mut args = vec!["snapshot", "pin"];
+        args.extend(ids);
+        args.push(&remove);
+        self.run(&args).map(drop)
     }
 
     /// Quick maintenance, or full maintenance once kopia's schedule says it is due.

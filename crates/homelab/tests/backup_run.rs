@@ -309,22 +309,34 @@ fn retention_never_takes_the_last_good_snapshot() {
         "retention still removed the unpinned one: {ids:?}"
     );
 
-    // The next good run moves the pin and lets retention take the old one.
+    // The next good run moves the pin; the run after it lets retention take the old good one.
+    // (Pinning and unpinning rewrite a manifest under a new ID: compare start times.)
+    let start_of = |id: &str| {
+        lab.snapshots(&data)
+            .iter()
+            .find(|s| s["id"] == id)
+            .map(|s| s["startTime"].clone())
+            .expect("snapshot present")
+    };
+    let good_start = start_of(&good);
     let out = lab.backup(&config, &["run"]);
     assert_eq!(out.status.code(), Some(0));
     let snapshots = lab.snapshots(&data);
-    let pinned_ids: Vec<&str> = snapshots
+    let pinned_starts: Vec<&serde_json::Value> = snapshots
         .iter()
         .filter(|s| pinned(s))
-        .map(|s| s["id"].as_str().expect("id"))
+        .map(|s| &s["startTime"])
         .collect();
-    assert_eq!(pinned_ids.len(), 1);
-    assert_ne!(pinned_ids[0], good);
-    let out = lab.kopia(&["snapshot", "list", &data.to_string_lossy(), "--json"]);
+    assert_eq!(pinned_starts.len(), 1, "{snapshots:?}");
+    assert_ne!(pinned_starts[0], &good_start, "the pin moved to the new snapshot");
+    let out = lab.backup(&config, &["run"]);
+    assert_eq!(out.status.code(), Some(0));
+    let snapshots = lab.snapshots(&data);
     assert!(
-        !stdout(&out).contains(&good),
-        "the old good snapshot is released to retention"
+        snapshots.iter().all(|s| s["startTime"] != good_start),
+        "the old good snapshot, no longer pinned, fell to retention: {snapshots:?}"
     );
+    assert_eq!(snapshots.len(), 2, "the newest plus the previous good one: {snapshots:?}");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use super::config::{BackupConfig, Source};
 use super::state::{State, unix_now};
 use super::{ConfigArg, LAST_GOOD_PIN, RUN_TAG, SOURCE_TAG, STAGING_DIR, Session, metrics, notify};
 use crate::exit::ExitStatus;
-use crate::kopia::{Kopia, KopiaError, Manifest, PolicyRetention};
+use crate::kopia::{Kopia, KopiaError, Manifest, Policy, PolicyRetention};
 use crate::logging;
 
 #[derive(Debug, Args)]
@@ -62,9 +62,19 @@ pub fn run(config: &BackupConfig, cmd: &RunCmd) -> anyhow::Result<ExitStatus> {
         keep_monthly: Some(retention.keep_monthly),
         keep_annual: Some(retention.keep_annual),
     };
-    if session.kopia.ensure_retention(&wanted)? {
+    // Two calls for the whole run, instead of several per source: kopia's start-up (opening
+    // the repository) costs about as much as an unchanged source's snapshot.
+    let policies = session.kopia.policies()?;
+    let global = policies.iter().find(|p| p.target.path.is_empty());
+    if global.map(|p| &p.retention) != Some(&wanted) {
+        session.kopia.set_global_retention(&wanted)?;
         tracing::info!("retention policy updated");
     }
+    let snapshots = session.kopia.all_snapshots()?;
+    let known = Known {
+        policies: &policies,
+        snapshots: &snapshots,
+    };
     let run_id = run_id(SystemTime::now());
     tracing::info!(run = %run_id, sources = selected.len(), "backup run starting");
     let progress = logging::interactive().then(|| {
@@ -84,7 +94,7 @@ pub fn run(config: &BackupConfig, cmd: &RunCmd) -> anyhow::Result<ExitStatus> {
                 "not started: interrupted by a signal".into(),
             )
         } else {
-            back_up(&session, source, &run_id)
+            back_up(&session, source, &run_id, &known)
         };
         match &report.error {
             None => tracing::info!(source = %report.name, bytes = report.bytes, "source backed up"),
@@ -122,9 +132,15 @@ fn run_id(now: SystemTime) -> String {
         .replace(['-', ':'], "")
 }
 
-fn back_up(session: &Session, source: &Source, run_id: &str) -> SourceReport {
+/// What the repository held when the run started.
+struct Known<'a> {
+    policies: &'a [Policy],
+    snapshots: &'a [Manifest],
+}
+
+fn back_up(session: &Session, source: &Source, run_id: &str, known: &Known<'_>) -> SourceReport {
     let started = Instant::now();
-    match capture_and_snapshot(session, source, run_id) {
+    match capture_and_snapshot(session, source, run_id, known) {
         Ok((manifest, warning)) => {
             let summary = manifest.summary();
             SourceReport {
@@ -161,16 +177,26 @@ fn capture_and_snapshot(
     session: &Session,
     source: &Source,
     run_id: &str,
+    known: &Known<'_>,
 ) -> Result<(Manifest, Option<String>), String> {
     let kopia = &session.kopia;
     let path = source.path();
     if !path.is_dir() {
         return Err(format!("{} is not a directory", path.display()));
     }
-    pin_last_good(kopia, path).map_err(|e| e.to_string())?;
-    kopia
-        .ensure_ignore_rules(path, &source.ignore_rules())
-        .map_err(|e| e.to_string())?;
+    let previous_pins = pin_last_good(kopia, path, known.snapshots).map_err(|e| e.to_string())?;
+    let want = source.ignore_rules();
+    let have = known
+        .policies
+        .iter()
+        .find(|p| Path::new(&p.target.path) == path)
+        .map(|p| p.files.ignore.clone())
+        .unwrap_or_default();
+    if !same_rules(&have, &want) {
+        kopia
+            .set_ignore_rules(path, &have, &want)
+            .map_err(|e| e.to_string())?;
+    }
     let staging = source.staging_dir();
     remove_staging(&staging)?;
     let captures = capture::for_source(source);
@@ -198,8 +224,10 @@ fn capture_and_snapshot(
         }
         let tags = [(RUN_TAG, run_id), (SOURCE_TAG, source.name())];
         let description = format!("homelab backup run {run_id}");
+        // Pinned from birth: kopia applies retention right after saving it. Should it turn out
+        // not to be good it is deleted below, pin and all.
         kopia
-            .snapshot_create(path, &tags, &description)
+            .snapshot_create(path, &tags, LAST_GOOD_PIN, &description)
             .map_err(|e| format!("kopia snapshot failed: {e}"))
     })();
     let mut after_errors = Vec::new();
@@ -220,8 +248,13 @@ fn capture_and_snapshot(
         ));
     }
     match outcome {
-        Ok(mut manifest) => {
-            manifest.id = promote(kopia, path, &manifest, run_id).map_err(|e| e.to_string())?;
+        Ok(manifest) => {
+            if !previous_pins.is_empty() {
+                let ids: Vec<&str> = previous_pins.iter().map(String::as_str).collect();
+                kopia
+                    .unpin(&ids, LAST_GOOD_PIN)
+                    .map_err(|e| format!("snapshot {} is good, but: {e}", manifest.id))?;
+            }
             Ok((
                 manifest,
                 (!after_errors.is_empty()).then(|| after_errors.join("; ")),
@@ -235,46 +268,42 @@ fn capture_and_snapshot(
     }
 }
 
-/// Before anything can run retention on this source, its newest good snapshot carries the pin.
-/// Covers repositories written before the pin existed.
-fn pin_last_good(kopia: &Kopia, path: &Path) -> Result<(), KopiaError> {
-    let snapshots = kopia.snapshots(path)?;
-    if snapshots
-        .iter()
-        .any(|m| m.pins.iter().any(|p| p == LAST_GOOD_PIN))
-    {
-        return Ok(());
-    }
-    if let Some(newest) = snapshots.iter().rev().find(|m| m.is_clean()) {
-        kopia.pin(&newest.id, LAST_GOOD_PIN)?;
-    }
-    Ok(())
-}
-
-/// The new snapshot takes the pin; older ones lose it and fall under retention again. Pinning
-/// rewrites a manifest under a new ID, so the returned ID is the one that stays.
-fn promote(
+/// Before anything can run retention on this source, its newest good snapshot carries the pin
+/// (repositories written before the pin existed get it here). Returns the IDs holding the pin.
+fn pin_last_good(
     kopia: &Kopia,
     path: &Path,
-    manifest: &Manifest,
-    run_id: &str,
-) -> Result<String, KopiaError> {
-    kopia.pin(&manifest.id, LAST_GOOD_PIN)?;
-    let mut current = None;
-    for snapshot in kopia.snapshots(path)? {
-        let pinned = snapshot.pins.iter().any(|p| p == LAST_GOOD_PIN);
-        if snapshot.tag(RUN_TAG) == Some(run_id) {
-            if pinned {
-                current = Some(snapshot.id);
-            }
-        } else if pinned {
-            kopia.unpin(&snapshot.id, LAST_GOOD_PIN)?;
-        }
+    snapshots: &[Manifest],
+) -> Result<Vec<String>, KopiaError> {
+    let ours: Vec<&Manifest> = snapshots
+        .iter()
+        .filter(|m| Path::new(&m.source.path) == path)
+        .collect();
+    let pinned: Vec<String> = ours
+        .iter()
+        .filter(|m| m.pins.iter().any(|p| p == LAST_GOOD_PIN))
+        .map(|m| m.id.clone())
+        .collect();
+    if !pinned.is_empty() {
+        return Ok(pinned);
     }
-    current.ok_or_else(|| KopiaError::Failed {
-        command: format!("snapshot pin {}", manifest.id),
-        stderr: "the pinned snapshot is not in the snapshot list".into(),
-    })
+    let Some(newest) = ours.iter().rev().find(|m| m.is_clean()) else {
+        return Ok(Vec::new());
+    };
+    kopia.pin(&newest.id, LAST_GOOD_PIN)?;
+    // Pinning rewrites the manifest under a new ID.
+    Ok(kopia
+        .snapshots(path)?
+        .into_iter()
+        .filter(|m| m.pins.iter().any(|p| p == LAST_GOOD_PIN))
+        .map(|m| m.id)
+        .collect())
+}
+
+fn same_rules(have: &[String], want: &[String]) -> bool {
+    let mut have = have.to_vec();
+    have.sort();
+    have == want
 }
 
 /// Deletes whatever this run left for the source (kopia saves snapshots that had fatal errors),
