@@ -242,8 +242,13 @@ impl Kopia {
     /// Connects this client to the filesystem repository, creating it only when allowed.
     /// A client that is already connected is left as it is.
     pub fn connect(&self, repository: &Path, create: bool) -> Result<(), KopiaError> {
-        if self.config_path().exists() && self.run(&["repository", "status"]).is_ok() {
-            return Ok(());
+        match self.connected_to() {
+            Some(path) if path == repository => return Ok(()),
+            // Connected elsewhere (the config changed): start over rather than write there.
+            Some(_) => {
+                let _ = std::fs::remove_file(self.config_path());
+            }
+            None => {}
         }
         std::fs::create_dir_all(&self.dir).map_err(|source| KopiaError::Io {
             path: self.dir.clone(),
@@ -280,6 +285,25 @@ impl Kopia {
         // Maintenance runs only from this client, under the backup lock.
         self.run(&["maintenance", "set", "--owner=me"])?;
         Ok(())
+    }
+
+    /// The repository path in the client config, read without starting kopia.
+    fn connected_to(&self) -> Option<PathBuf> {
+        #[derive(Deserialize)]
+        struct ClientConfig {
+            storage: Storage,
+        }
+        #[derive(Deserialize)]
+        struct Storage {
+            config: StorageConfig,
+        }
+        #[derive(Deserialize)]
+        struct StorageConfig {
+            path: PathBuf,
+        }
+        let text = std::fs::read(self.config_path()).ok()?;
+        let config: ClientConfig = serde_json::from_slice(&text).ok()?;
+        Some(config.storage.config.path)
     }
 
     /// Every defined policy; the global one has an empty target path.
@@ -325,42 +349,55 @@ impl Kopia {
         self.run(&args).map(drop)
     }
 
-    /// Snapshots `path`. An `Err` may still have left a manifest behind (kopia saves snapshots
-    /// with fatal errors before it reports them), which the caller must find by its tags.
+    /// Snapshots `paths` in one kopia process (its start-up costs as much as an unchanged
+    /// source's snapshot), committing each source as it finishes. Returns the manifests kopia
+    /// printed, one per source that got one, and the failure if kopia exited non-zero: kopia
+    /// carries on after a failed source and saves snapshots with fatal errors before it reports
+    /// them, so callers judge each manifest with [`Manifest::is_clean`].
     pub fn snapshot_create(
         &self,
-        path: &Path,
+        paths: &[&Path],
         tags: &[(&str, &str)],
         pin: &str,
         description: &str,
-    ) -> Result<Manifest, KopiaError> {
-        let path = path.to_string_lossy();
+    ) -> (Vec<Manifest>, Result<(), KopiaError>) {
+        let paths: Vec<String> = paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
         let tags: Vec<String> = tags.iter().map(|(k, v)| format!("{k}:{v}")).collect();
         let pin = format!("--pin={pin}");
-        let mut args = vec![
-            "snapshot",
-            "create",
-            &*path,
+        let mut args = vec!["snapshot", "create"];
+        args.extend(paths.iter().map(String::as_str));
+        args.extend([
             "--json",
+            "--flush-per-source",
+            "--send-snapshot-report=false",
             &pin,
             "--description",
             description,
-        ];
+        ]);
         for tag in &tags {
-            args.push("--tags");
-            args.push(tag);
+            args.extend(["--tags", tag]);
         }
-        let done = self.run(&args)?;
-        let text = done.stdout_text();
-        let line = text
+        let done = match process::run(&mut self.command(&args), &self.cancel, None, true) {
+            Ok(done) => done,
+            Err(err) => return (Vec::new(), Err(err.into())),
+        };
+        let manifests = done
+            .stdout_text()
             .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        serde_json::from_str(line).map_err(|source| KopiaError::Json {
-            command: args.join(" "),
-            source,
-        })
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        let status = if done.status.success() {
+            Ok(())
+        } else {
+            Err(KopiaError::Failed {
+                command: args.join(" "),
+                stderr: done.stderr_tail(),
+            })
+        };
+        (manifests, status)
     }
 
     /// Every snapshot of `path` made by this client, incomplete ones included, oldest first.

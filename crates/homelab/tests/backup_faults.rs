@@ -218,3 +218,59 @@ fn unreadable_configuration_is_a_usage_error() {
     );
     assert!(stdout(&out).is_empty());
 }
+
+#[test]
+fn kopia_dying_mid_batch_fails_only_the_unfinished_source() {
+    if !require(&["kopia"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let small = lab.source_dir("a-small");
+    std::fs::write(small.join("f"), "small").expect("file");
+    let big = lab.source_dir("b-big");
+    std::fs::write(big.join("f"), "first").expect("file");
+    let config = lab.write_config(
+        "backup.toml",
+        &format!(
+            "[[source]]\nname = \"small\"\npath = \"{}\"\n\n[[source]]\nname = \"big\"\npath = \"{}\"\n",
+            small.display(),
+            big.display()
+        ),
+    );
+    assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
+    let big_before = lab.snapshots(&big);
+
+    common::random_file(&big.join("blob"), 600 << 20);
+    std::fs::write(small.join("f"), "changed").expect("file");
+    let run = spawn_run(&lab, &config);
+    let kopia = wait_for_process(
+        &["snapshot", "create", &big.to_string_lossy()],
+        Duration::from_secs(60),
+    );
+    // Let the small source (first in the batch) finish, then kill kopia inside the big one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lab.snapshots(&small).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the small source never got its snapshot"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill(Pid::from_raw(kopia), Signal::SIGKILL).expect("kill kopia");
+    let out = run.wait_with_output().expect("run ends");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("ok    small"), "{report}");
+    assert!(report.contains("FAIL  big"), "{report}");
+    let big_after = lab.snapshots(&big);
+    assert_eq!(
+        big_after.len(),
+        big_before.len(),
+        "no snapshot for the unfinished source"
+    );
+    assert!(
+        big_after.iter().any(pinned),
+        "its last good snapshot is still pinned"
+    );
+    assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
+}

@@ -30,7 +30,6 @@ pub const STAGING_DIR: &str = ".homelab-backup";
 /// Pin that keeps each source's newest good snapshot out of reach of retention.
 pub const LAST_GOOD_PIN: &str = "homelab-last-good";
 pub const RUN_TAG: &str = "homelab-run";
-pub const SOURCE_TAG: &str = "homelab-source";
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCmd {

@@ -1,8 +1,13 @@
-//! `homelab backup run`: for each source, make its captures, snapshot it, and keep the newest
-//! good snapshot pinned so that retention can never take it.
+//! `homelab backup run`: make each source's captures, snapshot the sources, and keep each
+//! source's newest good snapshot pinned so that retention can never take it.
+//!
+//! Sources without a quiesce step are snapshotted together by one kopia process (kopia's
+//! start-up costs about as much as an unchanged source's snapshot); a quiesced source gets a
+//! kopia process of its own so that its app is down only for its own snapshot.
 
+use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use clap::Args;
@@ -11,7 +16,7 @@ use serde::Serialize;
 use super::capture::{self, Capture, Context};
 use super::config::{BackupConfig, Source};
 use super::state::{State, unix_now};
-use super::{ConfigArg, LAST_GOOD_PIN, RUN_TAG, SOURCE_TAG, STAGING_DIR, Session, metrics, notify};
+use super::{ConfigArg, LAST_GOOD_PIN, RUN_TAG, STAGING_DIR, Session, metrics, notify};
 use crate::exit::ExitStatus;
 use crate::kopia::{Kopia, KopiaError, Manifest, Policy, PolicyRetention};
 use crate::logging;
@@ -43,7 +48,20 @@ struct SourceReport {
     snapshot_id: Option<String>,
     bytes: u64,
     files: u64,
+    /// From the start of the source's captures to the end of its snapshot.
     duration_seconds: f64,
+    error: Option<String>,
+}
+
+/// A source between its captures and its snapshot.
+struct Pending<'a> {
+    source: &'a Source,
+    captures: Vec<Box<dyn Capture + 'a>>,
+    /// How many captures were started: their after-steps must run.
+    begun: usize,
+    started: Instant,
+    /// Snapshots holding the pin before this run; released once the new one is good.
+    previous_pins: Vec<String>,
     error: Option<String>,
 }
 
@@ -53,28 +71,9 @@ pub fn run(config: &BackupConfig, cmd: &RunCmd) -> anyhow::Result<ExitStatus> {
         Err(status) => return Ok(status),
     };
     let session = Session::open(config, Some("backup run"))?;
-    let retention = &config.retention;
-    let wanted = PolicyRetention {
-        keep_latest: Some(retention.keep_latest),
-        keep_hourly: Some(retention.keep_hourly),
-        keep_daily: Some(retention.keep_daily),
-        keep_weekly: Some(retention.keep_weekly),
-        keep_monthly: Some(retention.keep_monthly),
-        keep_annual: Some(retention.keep_annual),
-    };
-    // Two calls for the whole run, instead of several per source: kopia's start-up (opening
-    // the repository) costs about as much as an unchanged source's snapshot.
     let policies = session.kopia.policies()?;
-    let global = policies.iter().find(|p| p.target.path.is_empty());
-    if global.map(|p| &p.retention) != Some(&wanted) {
-        session.kopia.set_global_retention(&wanted)?;
-        tracing::info!("retention policy updated");
-    }
+    ensure_retention(&session.kopia, config, &policies)?;
     let snapshots = session.kopia.all_snapshots()?;
-    let known = Known {
-        policies: &policies,
-        snapshots: &snapshots,
-    };
     let run_id = run_id(SystemTime::now());
     tracing::info!(run = %run_id, sources = selected.len(), "backup run starting");
     let progress = logging::interactive().then(|| {
@@ -82,34 +81,47 @@ pub fn run(config: &BackupConfig, cmd: &RunCmd) -> anyhow::Result<ExitStatus> {
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar
     });
-    let mut reports = Vec::new();
-    for source in selected {
+    let say = |message: String| {
         if let Some(bar) = &progress {
-            bar.set_message(format!("{}: capturing and snapshotting", source.name()));
+            bar.set_message(message);
         }
-        let report = if session.cancel.is_cancelled() {
-            failed(
-                source,
-                Instant::now(),
-                "not started: interrupted by a signal".into(),
-            )
-        } else {
-            back_up(&session, source, &run_id, &known)
-        };
-        match &report.error {
-            None => tracing::info!(source = %report.name, bytes = report.bytes, "source backed up"),
-            Some(err) => tracing::error!(source = %report.name, "source failed: {err}"),
-        }
-        reports.push(report);
+    };
+
+    let (together, alone): (Vec<&Source>, Vec<&Source>) =
+        selected.iter().partition(|s| s.quiesce.is_none());
+    let mut reports = Vec::new();
+    let mut batch = Vec::new();
+    for source in together {
+        say(format!("{}: capturing", source.name()));
+        batch.push(prepare(&session, source, &policies, &snapshots));
+    }
+    say("snapshotting".to_owned());
+    reports.extend(snapshot_and_finish(&session, batch, &run_id));
+    for source in alone {
+        say(format!(
+            "{}: stopped, capturing and snapshotting",
+            source.name()
+        ));
+        let pending = prepare(&session, source, &policies, &snapshots);
+        reports.extend(snapshot_and_finish(&session, vec![pending], &run_id));
     }
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
+    settle_pins(&session.kopia, &mut reports, &run_id);
+    let order: Vec<&str> = selected.iter().map(|s| s.name()).collect();
+    reports.sort_by_key(|(r, _)| order.iter().position(|n| *n == r.name));
     let report = RunReport {
-        ok: reports.iter().all(|r| r.ok),
+        ok: reports.iter().all(|(r, _)| r.ok),
         run_id,
-        sources: reports,
+        sources: reports.into_iter().map(|(r, _)| r).collect(),
     };
+    for r in &report.sources {
+        match &r.error {
+            None => tracing::info!(source = %r.name, bytes = r.bytes, "source backed up"),
+            Some(err) => tracing::error!(source = %r.name, "source failed: {err}"),
+        }
+    }
     record(config, &report)?;
     print(&report, cmd.json)?;
     if report.ok {
@@ -132,74 +144,77 @@ fn run_id(now: SystemTime) -> String {
         .replace(['-', ':'], "")
 }
 
-/// What the repository held when the run started.
-struct Known<'a> {
-    policies: &'a [Policy],
-    snapshots: &'a [Manifest],
-}
-
-fn back_up(session: &Session, source: &Source, run_id: &str, known: &Known<'_>) -> SourceReport {
-    let started = Instant::now();
-    match capture_and_snapshot(session, source, run_id, known) {
-        Ok((manifest, warning)) => {
-            let summary = manifest.summary();
-            SourceReport {
-                name: source.name().to_owned(),
-                path: source.path().display().to_string(),
-                ok: warning.is_none(),
-                snapshot_id: Some(manifest.id),
-                bytes: summary.size,
-                files: summary.files,
-                duration_seconds: started.elapsed().as_secs_f64(),
-                error: warning,
-            }
-        }
-        Err(err) => failed(source, started, err),
+fn ensure_retention(
+    kopia: &Kopia,
+    config: &BackupConfig,
+    policies: &[Policy],
+) -> Result<(), KopiaError> {
+    let r = &config.retention;
+    let wanted = PolicyRetention {
+        keep_latest: Some(r.keep_latest),
+        keep_hourly: Some(r.keep_hourly),
+        keep_daily: Some(r.keep_daily),
+        keep_weekly: Some(r.keep_weekly),
+        keep_monthly: Some(r.keep_monthly),
+        keep_annual: Some(r.keep_annual),
+    };
+    let global = policies.iter().find(|p| p.target.path.is_empty());
+    if global.map(|p| &p.retention) != Some(&wanted) {
+        kopia.set_global_retention(&wanted)?;
+        tracing::info!("retention policy updated");
     }
+    Ok(())
 }
 
-fn failed(source: &Source, started: Instant, error: String) -> SourceReport {
-    SourceReport {
-        name: source.name().to_owned(),
-        path: source.path().display().to_string(),
-        ok: false,
-        snapshot_id: None,
-        bytes: 0,
-        files: 0,
-        duration_seconds: started.elapsed().as_secs_f64(),
-        error: Some(error),
-    }
-}
-
-/// The good snapshot and, when the snapshot is good but an after-step (restarting the app)
-/// failed, that failure. `Err` means there is no new good snapshot.
-fn capture_and_snapshot(
+/// Pins, ignore rules, a fresh staging folder, then the captures that come before the snapshot.
+fn prepare<'a>(
     session: &Session,
-    source: &Source,
-    run_id: &str,
-    known: &Known<'_>,
-) -> Result<(Manifest, Option<String>), String> {
-    let kopia = &session.kopia;
+    source: &'a Source,
+    policies: &[Policy],
+    snapshots: &[Manifest],
+) -> Pending<'a> {
+    let mut pending = Pending {
+        source,
+        captures: capture::for_source(source),
+        begun: 0,
+        started: Instant::now(),
+        previous_pins: Vec::new(),
+        error: None,
+    };
+    if let Err(err) = prepare_steps(session, &mut pending, policies, snapshots) {
+        pending.error = Some(err);
+    }
+    pending
+}
+
+fn prepare_steps(
+    session: &Session,
+    pending: &mut Pending<'_>,
+    policies: &[Policy],
+    snapshots: &[Manifest],
+) -> Result<(), String> {
+    let source = pending.source;
     let path = source.path();
     if !path.is_dir() {
         return Err(format!("{} is not a directory", path.display()));
     }
-    let previous_pins = pin_last_good(kopia, path, known.snapshots).map_err(|e| e.to_string())?;
+    pending.previous_pins =
+        pin_last_good(&session.kopia, path, snapshots).map_err(|e| e.to_string())?;
     let want = source.ignore_rules();
-    let have = known
-        .policies
+    let mut have = policies
         .iter()
         .find(|p| Path::new(&p.target.path) == path)
         .map(|p| p.files.ignore.clone())
         .unwrap_or_default();
-    if !same_rules(&have, &want) {
-        kopia
+    have.sort();
+    if have != want {
+        session
+            .kopia
             .set_ignore_rules(path, &have, &want)
             .map_err(|e| e.to_string())?;
     }
     let staging = source.staging_dir();
     remove_staging(&staging)?;
-    let captures = capture::for_source(source);
     if source.sqlite.is_some() || source.dump.is_some() {
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -211,27 +226,88 @@ fn capture_and_snapshot(
         staging: &staging,
         cancel: &session.cancel,
     };
-    let mut begun: Vec<&dyn Capture> = Vec::new();
-    let mut outcome: Result<Manifest, String> = (|| {
-        for capture in &captures {
-            begun.push(capture.as_ref());
-            capture
-                .before(&cx)
-                .map_err(|e| format!("{} capture failed: {e}", capture.kind()))?;
-        }
+    for capture in &pending.captures {
         if session.cancel.is_cancelled() {
-            return Err("interrupted by a signal".to_owned());
+            return Err("interrupted by a termination signal".to_owned());
         }
-        let tags = [(RUN_TAG, run_id), (SOURCE_TAG, source.name())];
-        let description = format!("homelab backup run {run_id}");
-        // Pinned from birth: kopia applies retention right after saving it. Should it turn out
-        // not to be good it is deleted below, pin and all.
-        kopia
-            .snapshot_create(path, &tags, LAST_GOOD_PIN, &description)
-            .map_err(|e| format!("kopia snapshot failed: {e}"))
-    })();
+        pending.begun += 1;
+        capture
+            .before(&cx)
+            .map_err(|e| format!("{} capture failed: {e}", capture.kind()))?;
+    }
+    Ok(())
+}
+
+/// One kopia process for every source whose captures succeeded, then each source's after-steps
+/// (always), staging removal, and its report.
+fn snapshot_and_finish(
+    session: &Session,
+    batch: Vec<Pending<'_>>,
+    run_id: &str,
+) -> Vec<(SourceReport, Vec<String>)> {
+    let ready: Vec<&Path> = batch
+        .iter()
+        .filter(|p| p.error.is_none())
+        .map(|p| p.source.path())
+        .collect();
+    let mut made: HashMap<PathBuf, Manifest> = HashMap::new();
+    let mut failure = None;
+    if !ready.is_empty() {
+        if session.cancel.is_cancelled() {
+            failure = Some("interrupted by a termination signal".to_owned());
+        } else {
+            // Pinned from birth: kopia applies retention right after saving a snapshot. One that
+            // turns out not to be good is deleted afterwards, pin and all.
+            let (manifests, status) = session.kopia.snapshot_create(
+                &ready,
+                &[(RUN_TAG, run_id)],
+                LAST_GOOD_PIN,
+                &format!("homelab backup run {run_id}"),
+            );
+            made = manifests
+                .into_iter()
+                .map(|m| (PathBuf::from(&m.source.path), m))
+                .collect();
+            failure = status.err().map(|e| e.to_string());
+        }
+    }
+    batch
+        .into_iter()
+        .map(|pending| {
+            let snapshot = match (&pending.error, made.remove(pending.source.path())) {
+                (Some(err), _) => Err(err.clone()),
+                (None, Some(m)) if m.is_clean() => Ok(m),
+                (None, Some(m)) => Err(format!(
+                    "kopia snapshot {} is incomplete or has errors: {}",
+                    m.id,
+                    failure.as_deref().unwrap_or("no detail")
+                )),
+                (None, None) => Err(format!(
+                    "kopia made no snapshot: {}",
+                    failure.as_deref().unwrap_or("no detail")
+                )),
+            };
+            finish(session, pending, snapshot)
+        })
+        .collect()
+}
+
+/// Runs the after-steps of the captures that began, newest first, even after a failure or a
+/// signal; removes staging; reports. Returns the report and the pins to release.
+fn finish(
+    session: &Session,
+    pending: Pending<'_>,
+    snapshot: Result<Manifest, String>,
+) -> (SourceReport, Vec<String>) {
+    let source = pending.source;
+    let staging = source.staging_dir();
+    let cx = Context {
+        source: source.path(),
+        staging: &staging,
+        cancel: &session.cancel,
+    };
     let mut after_errors = Vec::new();
-    for capture in begun.iter().rev() {
+    for capture in pending.captures[..pending.begun].iter().rev() {
         if let Err(err) = capture.after(&cx) {
             after_errors.push(format!("{} after-step failed: {err}", capture.kind()));
         }
@@ -239,31 +315,74 @@ fn capture_and_snapshot(
     if let Err(err) = remove_staging(&staging) {
         after_errors.push(err);
     }
-    if let Ok(manifest) = &outcome
-        && !manifest.is_clean()
-    {
-        outcome = Err(format!(
-            "kopia snapshot {} is incomplete or has errors",
-            manifest.id
-        ));
-    }
-    match outcome {
+    let mut report = SourceReport {
+        name: source.name().to_owned(),
+        path: source.path().display().to_string(),
+        ok: false,
+        snapshot_id: None,
+        bytes: 0,
+        files: 0,
+        duration_seconds: pending.started.elapsed().as_secs_f64(),
+        error: None,
+    };
+    match snapshot {
         Ok(manifest) => {
-            if !previous_pins.is_empty() {
-                let ids: Vec<&str> = previous_pins.iter().map(String::as_str).collect();
-                kopia
-                    .unpin(&ids, LAST_GOOD_PIN)
-                    .map_err(|e| format!("snapshot {} is good, but: {e}", manifest.id))?;
-            }
-            Ok((
-                manifest,
-                (!after_errors.is_empty()).then(|| after_errors.join("; ")),
-            ))
+            let summary = manifest.summary();
+            report.snapshot_id = Some(manifest.id);
+            report.bytes = summary.size;
+            report.files = summary.files;
+            // A good snapshot whose after-step (restarting the app) failed still stands, but
+            // the run fails so that someone looks.
+            report.ok = after_errors.is_empty();
+            report.error = (!after_errors.is_empty()).then(|| after_errors.join("; "));
+            (report, pending.previous_pins)
         }
         Err(err) => {
-            discard_run_snapshots(kopia, path, run_id);
             after_errors.insert(0, err);
-            Err(after_errors.join("; "))
+            report.error = Some(after_errors.join("; "));
+            (report, Vec::new())
+        }
+    }
+}
+
+/// Releases the pins the new good snapshots replace (one kopia call), and deletes whatever the
+/// run left for failed sources (kopia saves snapshots that had fatal errors), so that no failed
+/// capture leaves a snapshot that looks good.
+fn settle_pins(kopia: &Kopia, reports: &mut [(SourceReport, Vec<String>)], run_id: &str) {
+    let release: Vec<&str> = reports
+        .iter()
+        .flat_map(|(_, pins)| pins.iter().map(String::as_str))
+        .collect();
+    if !release.is_empty()
+        && let Err(err) = kopia.unpin(&release, LAST_GOOD_PIN)
+    {
+        // The new snapshots are good and pinned; the old ones merely stay pinned a while longer.
+        tracing::warn!("cannot release older pins: {err}");
+    }
+    let failed: Vec<&str> = reports
+        .iter()
+        .filter(|(r, _)| r.snapshot_id.is_none())
+        .map(|(r, _)| r.path.as_str())
+        .collect();
+    if failed.is_empty() {
+        return;
+    }
+    let left = match kopia.all_snapshots() {
+        Ok(snapshots) => snapshots,
+        Err(err) => {
+            tracing::error!("cannot list snapshots to discard the failed ones: {err}");
+            return;
+        }
+    };
+    for manifest in left
+        .iter()
+        .filter(|m| m.tag(RUN_TAG) == Some(run_id) && failed.contains(&m.source.path.as_str()))
+    {
+        match kopia.delete_snapshot(&manifest.id) {
+            Ok(()) => {
+                tracing::warn!(snapshot = %manifest.id, path = %manifest.source.path, "discarded a failed source's snapshot")
+            }
+            Err(err) => tracing::error!(snapshot = %manifest.id, "cannot discard: {err}"),
         }
     }
 }
@@ -298,35 +417,6 @@ fn pin_last_good(
         .filter(|m| m.pins.iter().any(|p| p == LAST_GOOD_PIN))
         .map(|m| m.id)
         .collect())
-}
-
-fn same_rules(have: &[String], want: &[String]) -> bool {
-    let mut have = have.to_vec();
-    have.sort();
-    have == want
-}
-
-/// Deletes whatever this run left for the source (kopia saves snapshots that had fatal errors),
-/// so that no failed capture leaves a snapshot that looks good.
-fn discard_run_snapshots(kopia: &Kopia, path: &Path, run_id: &str) {
-    let snapshots = match kopia.snapshots(path) {
-        Ok(snapshots) => snapshots,
-        Err(err) => {
-            tracing::warn!(
-                "cannot list snapshots of {} to discard: {err}",
-                path.display()
-            );
-            return;
-        }
-    };
-    for manifest in snapshots.iter().filter(|m| m.tag(RUN_TAG) == Some(run_id)) {
-        match kopia.delete_snapshot(&manifest.id) {
-            Ok(()) => {
-                tracing::warn!(snapshot = %manifest.id, "discarded the failed run's snapshot")
-            }
-            Err(err) => tracing::error!(snapshot = %manifest.id, "cannot discard: {err}"),
-        }
-    }
 }
 
 fn remove_staging(staging: &Path) -> Result<(), String> {

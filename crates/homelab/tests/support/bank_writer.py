@@ -2,7 +2,8 @@
 
 The total never changes, so any copy taken at a consistent point sums to the same amount.
 Usage: bank_writer.py DB STOP_FILE STATS_JSON [ACCOUNTS]
-Writes {"writes", "failures", "latencies_ms"} to STATS_JSON when stopped.
+Writes {"writes", "failures", "latencies_ms", "started_at"} to STATS_JSON when stopped
+(started_at: Unix time of each write, for picking out a window).
 """
 
 import json
@@ -20,12 +21,14 @@ def main() -> None:
     accounts = con.execute("SELECT count(*) FROM accounts").fetchone()[0]
     rng = random.Random(7)
     latencies = []
+    started_at = []
     failures = 0
     ready = stop_file + ".ready"
     while not os.path.exists(stop_file):
         a, b = rng.sample(range(1, accounts + 1), 2)
         amount = rng.randint(1, 100)
         started = time.perf_counter()
+        started_at.append(time.time())
         try:
             con.execute("BEGIN IMMEDIATE")
             con.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (amount, a))
@@ -42,7 +45,15 @@ def main() -> None:
         if len(latencies) == 100:
             open(ready, "w").close()
     with open(stats_file, "w") as out:
-        json.dump({"writes": len(latencies), "failures": failures, "latencies_ms": latencies}, out)
+        json.dump(
+            {
+                "writes": len(latencies),
+                "failures": failures,
+                "latencies_ms": latencies,
+                "started_at": started_at,
+            },
+            out,
+        )
 
 
 if __name__ == "__main__":
