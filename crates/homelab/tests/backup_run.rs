@@ -83,9 +83,14 @@ fn sqlite_capture_under_a_busy_writer_restores_consistent() {
     }
 
     let mut runs = Vec::new();
-    for _ in 0..3 {
+    for i in 0..3 {
         let out = lab.backup(&config, &["run", "--json"]);
         assert_eq!(out.status.code(), Some(0), "run must succeed");
+        assert_eq!(
+            stderr(&out).contains("retention policy updated"),
+            i == 0,
+            "the retention policy is written once, then left alone"
+        );
         runs.push(serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("report JSON"));
     }
     std::fs::write(&stop, b"").expect("stop writer");
@@ -171,12 +176,14 @@ fn sqlite_capture_under_a_busy_writer_restores_consistent() {
 }
 
 #[test]
-fn failed_dump_leaves_no_snapshot_notifies_and_spares_other_sources() {
+fn failed_dump_leaves_no_snapshot_spares_other_sources_and_notifies_stand_ins() {
     if !require(&["kopia"]) {
         return;
     }
     let lab = Lab::new();
     let hook = HttpStandIn::start();
+    let matrix = HttpStandIn::start();
+    std::fs::write(lab.path("matrix-token"), "syt_bot_token\n").expect("token");
     let files = lab.source_dir("files");
     std::fs::write(files.join("a.txt"), "a").expect("file");
     let immich = lab.source_dir("immich");
@@ -185,6 +192,8 @@ fn failed_dump_leaves_no_snapshot_notifies_and_spares_other_sources() {
     let sources = |dump: &str| {
         format!(
             "[notify]\nwebhook = \"{url}\"\n\n\
+             [notify.matrix]\nhomeserver = \"{homeserver}\"\nroom = \"!backups:aza.network\"\n\
+             access-token-file = \"{token}\"\n\n\
              [[source]]\nname = \"files\"\npath = \"{files}\"\n\n\
              [[source]]\nname = \"immich\"\npath = \"{immich}\"\n\
              [source.dump]\nfile = \"immich.sql\"\ncommand = {dump}\n\
@@ -192,6 +201,8 @@ fn failed_dump_leaves_no_snapshot_notifies_and_spares_other_sources() {
              [[source]]\nname = \"empty\"\npath = \"{empty}\"\n\
              [source.dump]\nfile = \"nothing.sql\"\ncommand = [\"true\"]\n",
             url = hook.url("/ntfy/azalab"),
+            homeserver = matrix.url(""),
+            token = lab.path("matrix-token").display(),
             files = files.display(),
             immich = immich.display(),
             empty = empty.display(),
