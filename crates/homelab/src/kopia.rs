@@ -48,8 +48,6 @@ pub struct Manifest {
     #[serde(default)]
     pub end_time: String,
     #[serde(default)]
-    pub stats: Option<Stats>,
-    #[serde(default)]
     pub root_entry: Option<RootEntry>,
     /// Set on checkpoints and on snapshots cut short.
     #[serde(default)]
@@ -64,13 +62,6 @@ pub struct Manifest {
 pub struct SourceInfo {
     #[serde(default)]
     pub path: String,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Stats {
-    #[serde(default)]
-    pub error_count: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +81,8 @@ pub struct DirSummary {
     pub symlinks: u64,
     #[serde(default)]
     pub num_failed: u64,
+    #[serde(default)]
+    pub num_ignored_errors: u64,
 }
 
 impl Manifest {
@@ -100,11 +93,16 @@ impl Manifest {
             .unwrap_or_default()
     }
 
-    /// Complete, without errors: the only kind of snapshot we call good.
+    /// Complete, without errors, not even ignored ones: the only kind of snapshot we call good.
     pub fn is_clean(&self) -> bool {
+        let summary = self.summary();
         self.incomplete.as_deref().is_none_or(str::is_empty)
-            && self.summary().num_failed == 0
-            && self.stats.as_ref().is_none_or(|s| s.error_count == 0)
+            && summary.num_failed == 0
+            && summary.num_ignored_errors == 0
+    }
+
+    pub fn is_pinned(&self, pin: &str) -> bool {
+        self.pins.iter().any(|p| p == pin)
     }
 
     pub fn tag(&self, key: &str) -> Option<&str> {
@@ -177,12 +175,17 @@ pub struct S3Target<'a> {
 }
 
 /// A kopia client with its own config file, cache and logs under the job's state directory.
+#[derive(Clone)]
 pub struct Kopia {
     program: OsString,
     dir: PathBuf,
     password: String,
     cancel: Cancel,
+    timeout: Option<Duration>,
 }
+
+/// How long a cleanup call may take: cleanup runs while systemd waits to stop us.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Kopia {
     pub fn new(dir: PathBuf, password: String, cancel: Cancel) -> Self {
@@ -193,6 +196,17 @@ impl Kopia {
             dir,
             password,
             cancel,
+            timeout: None,
+        }
+    }
+
+    /// A client for cleanup after a failure or a signal: not cancelled by the signal that may
+    /// already have arrived, but bounded in time.
+    pub fn for_cleanup(&self) -> Self {
+        Self {
+            cancel: Cancel::default(),
+            timeout: Some(CLEANUP_TIMEOUT),
+            ..self.clone()
         }
     }
 
@@ -209,6 +223,8 @@ impl Kopia {
             .env(env_vars::KOPIA_PASSWORD, &self.password)
             .env(env_vars::KOPIA_LOG_DIR, self.dir.join("logs"))
             .env(env_vars::KOPIA_CHECK_FOR_UPDATES, "false")
+            // kopia prints some times (maintenance schedule) in local time; we read RFC 3339 UTC.
+            .env("TZ", "UTC")
             .env("KOPIA_PERSIST_CREDENTIALS_ON_CONNECT", "false")
             .env_remove(env_vars::AWS_ACCESS_KEY_ID)
             .env_remove(env_vars::AWS_SECRET_ACCESS_KEY);
@@ -216,7 +232,7 @@ impl Kopia {
     }
 
     fn finish(&self, args: &[&str], mut command: Command) -> Result<Finished, KopiaError> {
-        let done = process::run(&mut command, &self.cancel, None, true)?;
+        let done = process::run(&mut command, &self.cancel, self.timeout, true)?;
         if done.status.success() {
             Ok(done)
         } else {
@@ -331,22 +347,31 @@ impl Kopia {
         self.run(&all).map(drop)
     }
 
-    /// Turns the ignore list of the policy for `path` from `have` into `want`.
-    pub fn set_ignore_rules(
-        &self,
-        path: &Path,
-        have: &[String],
-        want: &[String],
-    ) -> Result<(), KopiaError> {
-        let path = path.to_string_lossy();
-        let mut args = vec!["policy", "set", &*path];
-        for rule in have.iter().filter(|r| !want.contains(r)) {
-            args.extend(["--remove-ignore", rule]);
-        }
-        for rule in want.iter().filter(|r| !have.contains(r)) {
-            args.extend(["--add-ignore", rule]);
-        }
-        self.run(&args).map(drop)
+    /// Makes each path's own policy exactly `{files: {ignore: rules}}`, rules in the given order
+    /// (negations must come last). `policy set --add-ignore` would sort them.
+    pub fn set_ignore_rules(&self, rules: &[(&Path, Vec<String>)]) -> Result<(), KopiaError> {
+        let policies: serde_json::Map<String, serde_json::Value> = rules
+            .iter()
+            .map(|(path, rules)| {
+                let policy = serde_json::json!({ "files": { "ignore": rules } });
+                (path.to_string_lossy().into_owned(), policy)
+            })
+            .collect();
+        let mut file =
+            tempfile::NamedTempFile::new_in(&self.dir).map_err(|source| KopiaError::Io {
+                path: self.dir.clone(),
+                source,
+            })?;
+        let path = file.path().to_owned();
+        serde_json::to_writer(&mut file, &policies)
+            .map_err(std::io::Error::from)
+            .map_err(|source| KopiaError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let path = path.to_string_lossy().into_owned();
+        self.run(&["policy", "import", "--from-file", &path])
+            .map(drop)
     }
 
     /// Snapshots `paths` in one kopia process (its start-up costs as much as an unchanged
@@ -360,6 +385,7 @@ impl Kopia {
         tags: &[(&str, &str)],
         pin: &str,
         description: &str,
+        timeout: Option<Duration>,
     ) -> (Vec<Manifest>, Result<(), KopiaError>) {
         let paths: Vec<String> = paths
             .iter()
@@ -380,7 +406,7 @@ impl Kopia {
         for tag in &tags {
             args.extend(["--tags", tag]);
         }
-        let done = match process::run(&mut self.command(&args), &self.cancel, None, true) {
+        let done = match process::run(&mut self.command(&args), &self.cancel, timeout, true) {
             Ok(done) => done,
             Err(err) => return (Vec::new(), Err(err.into())),
         };

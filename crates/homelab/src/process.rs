@@ -16,6 +16,8 @@ use nix::unistd::Pid;
 const POLL: Duration = Duration::from_millis(10);
 /// How long a child gets between SIGTERM and SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(30);
+/// How long output is still read after the child exited.
+const PIPE_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -114,7 +116,8 @@ pub fn run(
         command
             .pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from));
     }
-    tracing::debug!(command = ?command, "running");
+    // Program and arguments only: the environment carries passwords.
+    tracing::debug!(program = %program, args = ?command.get_args().collect::<Vec<_>>(), "running");
     let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
         program: program.clone(),
         source,
@@ -148,8 +151,11 @@ pub fn run(
         }
         thread::sleep(POLL);
     };
-    let stdout = stdout.map(join).unwrap_or_default();
-    let stderr = stderr.map(join).unwrap_or_default();
+    // A grandchild left running in the background (`sh -c 'app &'`) keeps our pipes open:
+    // wait a little for the rest of the output, then go on without it.
+    let deadline = Instant::now() + PIPE_GRACE;
+    let stdout = stdout.map(|h| join(h, deadline)).unwrap_or_default();
+    let stderr = stderr.map(|h| join(h, deadline)).unwrap_or_default();
     outcome.map(|status| Finished {
         status,
         stdout,
@@ -169,7 +175,14 @@ fn drain<R: Read + Send + 'static>(mut reader: R) -> JoinHandle<Vec<u8>> {
     })
 }
 
-fn join(handle: JoinHandle<Vec<u8>>) -> Vec<u8> {
+fn join(handle: JoinHandle<Vec<u8>>, deadline: Instant) -> Vec<u8> {
+    while !handle.is_finished() {
+        if Instant::now() >= deadline {
+            tracing::warn!("a background process still holds the output pipe; not waiting for it");
+            return Vec::new();
+        }
+        thread::sleep(POLL);
+    }
     handle.join().unwrap_or_default()
 }
 
@@ -225,6 +238,24 @@ mod tests {
         )
         .expect_err("must time out");
         assert!(matches!(err, ProcessError::TimedOut { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_background_grandchild_does_not_hang_us() {
+        let cancel = Cancel::default();
+        let started = Instant::now();
+        let done = run(
+            Command::new("sh").args(["-c", "sleep 60 & echo started"]),
+            &cancel,
+            None,
+            true,
+        )
+        .expect("sh runs");
+        assert!(done.status.success());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "hung on the pipe"
+        );
     }
 
     #[test]

@@ -16,7 +16,9 @@ fn bank(path: &Path) {
     let db = Connection::open(path).expect("open bank");
     db.execute_batch(
         "PRAGMA journal_mode=WAL;
-         CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, memo TEXT);",
+         CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, memo TEXT);
+         CREATE TABLE meta (transfers INTEGER NOT NULL);
+         INSERT INTO meta VALUES (0);",
     )
     .expect("schema");
     let tx = db.unchecked_transaction().expect("tx");
@@ -34,6 +36,12 @@ fn total(path: &Path) -> i64 {
     let db = Connection::open(path).expect("open copy");
     db.query_row("SELECT sum(balance) FROM accounts", [], |r| r.get(0))
         .expect("sum")
+}
+
+fn transfers(path: &Path) -> i64 {
+    let db = Connection::open(path).expect("open db");
+    db.query_row("SELECT transfers FROM meta", [], |r| r.get(0))
+        .expect("transfers")
 }
 
 #[test]
@@ -71,6 +79,7 @@ fn sqlite_capture_under_a_busy_writer_restores_consistent() {
         .arg(vault.join("db.sqlite3"))
         .arg(&stop)
         .arg(&stats)
+        .arg("no-checkpoint")
         .stdout(Stdio::null())
         .spawn()
         .expect("writer starts");
@@ -83,7 +92,9 @@ fn sqlite_capture_under_a_busy_writer_restores_consistent() {
     }
 
     let mut runs = Vec::new();
+    let mut committed_before_last_run = 0;
     for i in 0..3 {
+        committed_before_last_run = transfers(&vault.join("db.sqlite3"));
         let out = lab.backup(&config, &["run", "--json"]);
         assert_eq!(out.status.code(), Some(0), "run must succeed");
         assert_eq!(
@@ -153,6 +164,13 @@ fn sqlite_capture_under_a_busy_writer_restores_consistent() {
         total(&copy),
         ACCOUNTS * OPENING_BALANCE,
         "money was created or destroyed"
+    );
+    // The writer never checkpoints: only a copy that reads through the WAL sees its transfers.
+    assert!(committed_before_last_run > 0);
+    assert!(
+        transfers(&copy) >= committed_before_last_run,
+        "the copy misses transfers committed before the capture began: {} < {committed_before_last_run}",
+        transfers(&copy)
     );
     let checks = drill["sources"][0]["checks"].to_string();
     assert!(checks.contains("integrity_check ok"), "{checks}");

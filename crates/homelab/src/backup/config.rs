@@ -193,6 +193,9 @@ pub struct QuiesceCapture {
     /// Limit for each stop or start command.
     #[serde(default = "defaults::quiesce_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Longest the snapshot may keep the app stopped; kopia is stopped after it.
+    #[serde(default = "defaults::snapshot_timeout", with = "humantime_serde")]
+    pub snapshot_timeout: Duration,
 }
 
 mod defaults {
@@ -230,6 +233,9 @@ mod defaults {
     }
     pub fn quiesce_timeout() -> Duration {
         Duration::from_secs(10 * 60)
+    }
+    pub fn snapshot_timeout() -> Duration {
+        Duration::from_secs(3600)
     }
 }
 
@@ -419,7 +425,9 @@ impl Source {
         self.path().join(super::STAGING_DIR)
     }
 
-    /// Kopia ignore rules: the configured excludes plus the live files that captures replace.
+    /// Kopia ignore rules, in order: the configured excludes, the live files that captures
+    /// replace, and last (kopia applies rules in order) the negations that keep the staging
+    /// folder in whatever the rules before them match.
     pub fn ignore_rules(&self) -> Vec<String> {
         let mut rules = self.exclude.clone();
         if let Some(sqlite) = &self.sqlite {
@@ -429,8 +437,11 @@ impl Source {
                 }
             }
         }
-        rules.sort();
-        rules.dedup();
+        if self.sqlite.is_some() || self.dump.is_some() {
+            let staging = super::STAGING_DIR;
+            rules.push(format!("!/{staging}/"));
+            rules.push(format!("!/{staging}/**"));
+        }
         rules
     }
 }

@@ -143,8 +143,14 @@ pub(crate) fn select_sources<'a>(
     if names.is_empty() {
         return Ok(config.sources.iter().collect());
     }
-    names
-        .iter()
+    let mut unique: Vec<&String> = Vec::new();
+    for name in names {
+        if !unique.contains(&name) {
+            unique.push(name);
+        }
+    }
+    unique
+        .into_iter()
         .map(|name| {
             config.source(name).ok_or_else(|| {
                 let known: Vec<&str> = config.sources.iter().map(|s| s.name()).collect();
@@ -163,6 +169,6 @@ pub(crate) fn last_good(snapshots: &[crate::kopia::Manifest]) -> Option<&crate::
     snapshots
         .iter()
         .rev()
-        .find(|m| m.pins.iter().any(|p| p == LAST_GOOD_PIN) && m.is_clean())
+        .find(|m| m.is_pinned(LAST_GOOD_PIN) && m.is_clean())
         .or_else(|| snapshots.iter().rev().find(|m| m.is_clean()))
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::capture::{self, Capture, Context};
 use super::config::{BackupConfig, Source};
 use super::state::{State, unix_now};
-use super::{ConfigArg, LAST_GOOD_PIN, RUN_TAG, STAGING_DIR, Session, metrics, notify};
+use super::{ConfigArg, LAST_GOOD_PIN, RUN_TAG, STAGING_DIR, Session, last_good, metrics, notify};
 use crate::exit::ExitStatus;
 use crate::kopia::{Kopia, KopiaError, Manifest, Policy, PolicyRetention};
 use crate::logging;
@@ -73,6 +73,7 @@ pub fn run(config: &BackupConfig, cmd: &RunCmd) -> anyhow::Result<ExitStatus> {
     let session = Session::open(config, Some("backup run"))?;
     let policies = session.kopia.policies()?;
     ensure_retention(&session.kopia, config, &policies)?;
+    ensure_ignore_rules(&session.kopia, &selected, &policies)?;
     let snapshots = session.kopia.all_snapshots()?;
     let run_id = run_id(SystemTime::now());
     tracing::info!(run = %run_id, sources = selected.len(), "backup run starting");
@@ -93,22 +94,28 @@ pub fn run(config: &BackupConfig, cmd: &RunCmd) -> anyhow::Result<ExitStatus> {
     let mut batch = Vec::new();
     for source in together {
         say(format!("{}: capturing", source.name()));
-        batch.push(prepare(&session, source, &policies, &snapshots));
+        batch.push(prepare(&session, source, &snapshots));
     }
     say("snapshotting".to_owned());
-    reports.extend(snapshot_and_finish(&session, batch, &run_id));
+    reports.extend(snapshot_and_finish(&session, batch, &run_id, None));
     for source in alone {
         say(format!(
             "{}: stopped, capturing and snapshotting",
             source.name()
         ));
-        let pending = prepare(&session, source, &policies, &snapshots);
-        reports.extend(snapshot_and_finish(&session, vec![pending], &run_id));
+        let pending = prepare(&session, source, &snapshots);
+        let timeout = source.quiesce.as_ref().map(|q| q.snapshot_timeout);
+        reports.extend(snapshot_and_finish(
+            &session,
+            vec![pending],
+            &run_id,
+            timeout,
+        ));
     }
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    settle_pins(&session.kopia, &mut reports, &run_id);
+    settle_pins(&session.kopia.for_cleanup(), &reports, &run_id);
     let order: Vec<&str> = selected.iter().map(|s| s.name()).collect();
     reports.sort_by_key(|(r, _)| order.iter().position(|n| *n == r.name));
     let report = RunReport {
@@ -166,13 +173,33 @@ fn ensure_retention(
     Ok(())
 }
 
-/// Pins, ignore rules, a fresh staging folder, then the captures that come before the snapshot.
-fn prepare<'a>(
-    session: &Session,
-    source: &'a Source,
+/// Each source's own policy holds exactly its ignore rules; rewritten only where they differ.
+fn ensure_ignore_rules(
+    kopia: &Kopia,
+    sources: &[&Source],
     policies: &[Policy],
-    snapshots: &[Manifest],
-) -> Pending<'a> {
+) -> Result<(), KopiaError> {
+    let stale: Vec<(&Path, Vec<String>)> = sources
+        .iter()
+        .map(|s| (s.path(), s.ignore_rules()))
+        .filter(|(path, want)| {
+            let have = policies
+                .iter()
+                .find(|p| Path::new(&p.target.path) == *path)
+                .map(|p| p.files.ignore.as_slice())
+                .unwrap_or_default();
+            have != want.as_slice()
+        })
+        .collect();
+    if !stale.is_empty() {
+        kopia.set_ignore_rules(&stale)?;
+        tracing::info!(sources = stale.len(), "ignore rules updated");
+    }
+    Ok(())
+}
+
+/// Pins, ignore rules, a fresh staging folder, then the captures that come before the snapshot.
+fn prepare<'a>(session: &Session, source: &'a Source, snapshots: &[Manifest]) -> Pending<'a> {
     let mut pending = Pending {
         source,
         captures: capture::for_source(source),
@@ -181,7 +208,7 @@ fn prepare<'a>(
         previous_pins: Vec::new(),
         error: None,
     };
-    if let Err(err) = prepare_steps(session, &mut pending, policies, snapshots) {
+    if let Err(err) = prepare_steps(session, &mut pending, snapshots) {
         pending.error = Some(err);
     }
     pending
@@ -190,7 +217,6 @@ fn prepare<'a>(
 fn prepare_steps(
     session: &Session,
     pending: &mut Pending<'_>,
-    policies: &[Policy],
     snapshots: &[Manifest],
 ) -> Result<(), String> {
     let source = pending.source;
@@ -200,19 +226,6 @@ fn prepare_steps(
     }
     pending.previous_pins =
         pin_last_good(&session.kopia, path, snapshots).map_err(|e| e.to_string())?;
-    let want = source.ignore_rules();
-    let mut have = policies
-        .iter()
-        .find(|p| Path::new(&p.target.path) == path)
-        .map(|p| p.files.ignore.clone())
-        .unwrap_or_default();
-    have.sort();
-    if have != want {
-        session
-            .kopia
-            .set_ignore_rules(path, &have, &want)
-            .map_err(|e| e.to_string())?;
-    }
     let staging = source.staging_dir();
     remove_staging(&staging)?;
     if source.sqlite.is_some() || source.dump.is_some() {
@@ -244,6 +257,7 @@ fn snapshot_and_finish(
     session: &Session,
     batch: Vec<Pending<'_>>,
     run_id: &str,
+    timeout: Option<std::time::Duration>,
 ) -> Vec<(SourceReport, Vec<String>)> {
     let ready: Vec<&Path> = batch
         .iter()
@@ -263,6 +277,7 @@ fn snapshot_and_finish(
                 &[(RUN_TAG, run_id)],
                 LAST_GOOD_PIN,
                 &format!("homelab backup run {run_id}"),
+                timeout,
             );
             made = manifests
                 .into_iter()
@@ -348,7 +363,7 @@ fn finish(
 /// Releases the pins the new good snapshots replace (one kopia call), and deletes whatever the
 /// run left for failed sources (kopia saves snapshots that had fatal errors), so that no failed
 /// capture leaves a snapshot that looks good.
-fn settle_pins(kopia: &Kopia, reports: &mut [(SourceReport, Vec<String>)], run_id: &str) {
+fn settle_pins(kopia: &Kopia, reports: &[(SourceReport, Vec<String>)], run_id: &str) {
     let release: Vec<&str> = reports
         .iter()
         .flat_map(|(_, pins)| pins.iter().map(String::as_str))
@@ -359,10 +374,10 @@ fn settle_pins(kopia: &Kopia, reports: &mut [(SourceReport, Vec<String>)], run_i
         // The new snapshots are good and pinned; the old ones merely stay pinned a while longer.
         tracing::warn!("cannot release older pins: {err}");
     }
-    let failed: Vec<&str> = reports
+    let failed: Vec<&Path> = reports
         .iter()
         .filter(|(r, _)| r.snapshot_id.is_none())
-        .map(|(r, _)| r.path.as_str())
+        .map(|(r, _)| Path::new(&r.path))
         .collect();
     if failed.is_empty() {
         return;
@@ -376,7 +391,7 @@ fn settle_pins(kopia: &Kopia, reports: &mut [(SourceReport, Vec<String>)], run_i
     };
     for manifest in left
         .iter()
-        .filter(|m| m.tag(RUN_TAG) == Some(run_id) && failed.contains(&m.source.path.as_str()))
+        .filter(|m| m.tag(RUN_TAG) == Some(run_id) && failed.contains(&Path::new(&m.source.path)))
     {
         match kopia.delete_snapshot(&manifest.id) {
             Ok(()) => {
@@ -388,33 +403,29 @@ fn settle_pins(kopia: &Kopia, reports: &mut [(SourceReport, Vec<String>)], run_i
 }
 
 /// Before anything can run retention on this source, its newest good snapshot carries the pin
-/// (repositories written before the pin existed get it here). Returns the IDs holding the pin.
+/// (repositories written before the pin existed get it here). Returns every ID holding the pin,
+/// good or not: all are released once this run's snapshot is good.
 fn pin_last_good(
     kopia: &Kopia,
     path: &Path,
     snapshots: &[Manifest],
 ) -> Result<Vec<String>, KopiaError> {
-    let ours: Vec<&Manifest> = snapshots
+    let ours: Vec<Manifest> = snapshots
         .iter()
         .filter(|m| Path::new(&m.source.path) == path)
+        .cloned()
         .collect();
-    let pinned: Vec<String> = ours
-        .iter()
-        .filter(|m| m.pins.iter().any(|p| p == LAST_GOOD_PIN))
-        .map(|m| m.id.clone())
-        .collect();
-    if !pinned.is_empty() {
-        return Ok(pinned);
-    }
-    let Some(newest) = ours.iter().rev().find(|m| m.is_clean()) else {
-        return Ok(Vec::new());
+    let ours = match last_good(&ours) {
+        Some(good) if !good.is_pinned(LAST_GOOD_PIN) => {
+            kopia.pin(&good.id, LAST_GOOD_PIN)?;
+            // Pinning rewrites the manifest under a new ID.
+            kopia.snapshots(path)?
+        }
+        _ => ours,
     };
-    kopia.pin(&newest.id, LAST_GOOD_PIN)?;
-    // Pinning rewrites the manifest under a new ID.
-    Ok(kopia
-        .snapshots(path)?
+    Ok(ours
         .into_iter()
-        .filter(|m| m.pins.iter().any(|p| p == LAST_GOOD_PIN))
+        .filter(|m| m.is_pinned(LAST_GOOD_PIN))
         .map(|m| m.id)
         .collect())
 }

@@ -48,8 +48,18 @@ pub fn run(config: &BackupConfig, cmd: &SyncCmd) -> anyhow::Result<ExitStatus> {
         }
     };
     let session = Session::open(config, Some("backup sync"))?;
-    let full = session.kopia.maintenance().context("maintenance failed")?;
-    tracing::info!(full, "maintenance finished");
+    // A failed maintenance fails the job but does not stop the mirror: a mirror of the
+    // repository as it is beats none, and sync-to never deletes anything remote.
+    let maintenance = match session.kopia.maintenance() {
+        Ok(full) => {
+            tracing::info!(full, "maintenance finished");
+            None
+        }
+        Err(err) => {
+            tracing::error!("maintenance failed: {err}");
+            Some(format!("maintenance failed: {err}"))
+        }
+    };
     let result = sync_with_retries(&session, offsite, &credentials, cmd.init);
     let state_dir = config.state_dir.get_ref();
     let mut state = State::load(state_dir);
@@ -59,20 +69,20 @@ pub fn run(config: &BackupConfig, cmd: &SyncCmd) -> anyhow::Result<ExitStatus> {
     }
     state.save(state_dir)?;
     metrics::write(config, &state)?;
-    match result {
-        Ok(()) => {
-            println!(
-                "synced to s3://{} at {}",
-                credentials.bucket, credentials.endpoint
-            );
-            Ok(ExitStatus::Success)
-        }
-        Err(err) => {
-            tracing::error!("sync failed: {err}");
-            notify::failure(config, "backup sync", &err);
-            Ok(ExitStatus::Failure)
-        }
+    if result.is_ok() {
+        println!(
+            "synced to s3://{} at {}",
+            credentials.bucket, credentials.endpoint
+        );
     }
+    let problems: Vec<String> = maintenance.into_iter().chain(result.err()).collect();
+    if problems.is_empty() {
+        return Ok(ExitStatus::Success);
+    }
+    let detail = problems.join("\n");
+    tracing::error!("sync job failed: {detail}");
+    notify::failure(config, "backup sync", &detail);
+    Ok(ExitStatus::Failure)
 }
 
 fn sync_with_retries(

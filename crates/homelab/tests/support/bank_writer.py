@@ -1,7 +1,11 @@
 """Moves money between accounts in a WAL-mode SQLite database until a stop file appears.
 
 The total never changes, so any copy taken at a consistent point sums to the same amount.
-Usage: bank_writer.py DB STOP_FILE STATS_JSON [ACCOUNTS]
+Each transfer also bumps `meta.transfers` in the same transaction: a copy that shows a count
+lower than one committed before the copy began is stale.
+Usage: bank_writer.py DB STOP_FILE STATS_JSON [no-checkpoint]
+With no-checkpoint, SQLite never moves the WAL into the main file, so a copy of the main file
+alone would miss every transfer.
 Writes {"writes", "failures", "latencies_ms", "started_at"} to STATS_JSON when stopped
 (started_at: Unix time of each write, for picking out a window).
 """
@@ -18,6 +22,9 @@ def main() -> None:
     db, stop_file, stats_file = sys.argv[1:4]
     con = sqlite3.connect(db, timeout=30, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
+    if sys.argv[4:] == ["no-checkpoint"]:
+        con.execute("PRAGMA wal_autocheckpoint=0")
+    has_meta = con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'meta'").fetchone()[0]
     accounts = con.execute("SELECT count(*) FROM accounts").fetchone()[0]
     rng = random.Random(7)
     latencies = []
@@ -33,6 +40,8 @@ def main() -> None:
             con.execute("BEGIN IMMEDIATE")
             con.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (amount, a))
             con.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, b))
+            if has_meta:
+                con.execute("UPDATE meta SET transfers = transfers + 1")
             con.execute("COMMIT")
         except sqlite3.Error as err:
             failures += 1
