@@ -398,7 +398,7 @@ impl Kopia {
         args.extend([
             "--json",
             "--flush-per-source",
-            "--send-snapshot-report=false",
+            "--no-send-snapshot-report",
             &pin,
             "--description",
             description,

@@ -2,11 +2,12 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Stdio};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Lab, pinned, require, stderr, stdout};
+use common::{Lab, is_root, pinned, require, stderr, stdout};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -110,6 +111,17 @@ fn kill_9_mid_snapshot_loses_nothing_and_the_next_run_succeeds() {
         "the lock of the killed run is recovered"
     );
     assert!(!data.join(".homelab-backup").exists());
+    // kopia, told to stop by the parent-death signal, may have saved a "canceled" snapshot
+    // carrying the pin; the successful run released every older pin.
+    let pinned_now: Vec<serde_json::Value> =
+        lab.snapshots(&data).into_iter().filter(pinned).collect();
+    assert_eq!(
+        pinned_now.len(),
+        1,
+        "one pin, on the new snapshot: {pinned_now:?}"
+    );
+    assert_eq!(pinned_now[0]["rootEntry"]["summ"]["numFailed"], 0);
+    assert!(pinned_now[0].get("incomplete").is_none(), "{pinned_now:?}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert!(report["sources"][0]["bytes"].as_u64().expect("bytes") > 400 << 20);
     let out = lab.backup(&config, &["drill"]);
@@ -273,4 +285,198 @@ fn kopia_dying_mid_batch_fails_only_the_unfinished_source() {
         "its last good snapshot is still pinned"
     );
     assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
+}
+
+/// homelab and kopia copied into the lab and run as `nobody` (when we are root), so that a
+/// folder with mode 000 is really unreadable to them.
+fn run_unprivileged(lab: &Lab, config: &Path) -> std::process::Output {
+    let bin = lab.path("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    for (from, name) in [
+        (PathBuf::from(env!("CARGO_BIN_EXE_homelab")), "homelab"),
+        (common::which("kopia").expect("kopia"), "kopia"),
+    ] {
+        std::fs::copy(&from, bin.join(name)).expect("copy binary");
+    }
+    let mut command = if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "nobody"])
+            .arg(lab.dir.path())
+            .status()
+            .expect("chown");
+        assert!(status.success());
+        let mut command = Command::new("runuser");
+        command
+            .args(["-u", "nobody", "--"])
+            .arg(bin.join("homelab"));
+        command
+    } else {
+        Command::new(bin.join("homelab"))
+    };
+    let out = command
+        .args(["backup", "run", "--config"])
+        .arg(config)
+        .env("HOMELAB_KOPIA", bin.join("kopia"))
+        .env("HOME", lab.dir.path())
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .expect("homelab runs");
+    eprintln!(
+        "--- unprivileged run: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn a_snapshot_kopia_saved_with_errors_is_discarded_and_the_last_good_kept() {
+    if !require(&["kopia"]) || (is_root() && !require(&["runuser", "chown"])) {
+        return;
+    }
+    let lab = Lab::new();
+    let good = lab.source_dir("good");
+    std::fs::write(good.join("f"), "fine").expect("file");
+    let flaky = lab.source_dir("flaky");
+    std::fs::create_dir_all(flaky.join("locked")).expect("dir");
+    std::fs::write(flaky.join("locked/secret"), "data").expect("file");
+    std::fs::write(flaky.join("readable"), "data").expect("file");
+    let config = lab.write_config(
+        "backup.toml",
+        &format!(
+            "[[source]]\nname = \"good\"\npath = \"{}\"\n\n[[source]]\nname = \"flaky\"\npath = \"{}\"\n",
+            good.display(),
+            flaky.display()
+        ),
+    );
+    assert_eq!(run_unprivileged(&lab, &config).status.code(), Some(0));
+
+    std::fs::set_permissions(flaky.join("locked"), std::fs::Permissions::from_mode(0o000))
+        .expect("chmod");
+    let out = run_unprivileged(&lab, &config);
+    std::fs::set_permissions(flaky.join("locked"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod back");
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("ok    good"), "{report}");
+    assert!(report.contains("FAIL  flaky"), "{report}");
+    assert!(
+        report.contains("has errors"),
+        "kopia saved it with errors: {report}"
+    );
+    assert!(
+        stderr(&out).contains("discarded a failed source's snapshot"),
+        "{}",
+        stderr(&out)
+    );
+
+    let flaky_snapshots = lab.snapshots(&flaky);
+    assert_eq!(
+        flaky_snapshots.len(),
+        1,
+        "only the first, good snapshot: {flaky_snapshots:?}"
+    );
+    assert!(pinned(&flaky_snapshots[0]));
+    assert_eq!(flaky_snapshots[0]["rootEntry"]["summ"]["numFailed"], 0);
+    assert_eq!(lab.snapshots(&good).len(), 2);
+}
+
+#[test]
+fn sigterm_during_a_quiesced_snapshot_discards_it_and_restarts_the_app() {
+    if !require(&["kopia"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let data = lab.source_dir("tuwunel");
+    std::fs::write(data.join("db"), "rocks").expect("file");
+    let stopped = lab.path("app-stopped");
+    let config = lab.write_config(
+        "backup.toml",
+        &format!(
+            "[[source]]\nname = \"tuwunel\"\npath = \"{data}\"\n\
+             [source.quiesce]\nstop = [[\"touch\", \"{stopped}\"]]\nstart = [[\"rm\", \"{stopped}\"]]\n",
+            data = data.display(),
+            stopped = stopped.display()
+        ),
+    );
+    assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
+    let first = lab.snapshots(&data);
+
+    common::random_file(&data.join("media"), 600 << 20);
+    let run = spawn_run(&lab, &config);
+    wait_for_process(
+        &["snapshot", "create", &data.to_string_lossy()],
+        Duration::from_secs(60),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    kill(Pid::from_raw(run.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    let out = run.wait_with_output().expect("run ends");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stopped.exists(), "the app was started again");
+    // kopia answers SIGTERM by saving a "canceled" snapshot, pinned and tagged like a good one:
+    // the run must remove it.
+    let after = lab.snapshots(&data);
+    assert_eq!(
+        after.len(),
+        1,
+        "only the earlier good snapshot remains: {after:?}"
+    );
+    assert_eq!(after[0]["startTime"], first[0]["startTime"]);
+    assert!(pinned(&after[0]));
+    assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
+    let pins = lab.snapshots(&data).iter().filter(|s| pinned(s)).count();
+    assert_eq!(pins, 1);
+}
+
+#[test]
+fn excludes_cannot_hide_the_staged_captures() {
+    if !require(&["kopia"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let data = lab.source_dir("app");
+    std::fs::write(data.join(".hidden"), "excluded").expect("file");
+    std::fs::write(data.join("keep.txt"), "kept").expect("file");
+    std::fs::create_dir_all(data.join("sub")).expect("dir");
+    rusqlite::Connection::open(data.join("sub/app.db"))
+        .and_then(|db| db.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);"))
+        .expect("db");
+    // Every one of these rules would match something in .homelab-backup/ on its own.
+    let config = lab.write_config(
+        "backup.toml",
+        &format!(
+            "[[source]]\nname = \"app\"\npath = \"{}\"\n\
+             exclude = [\".*\", \"*.sql\", \"*.db\", \"/*/\"]\n\
+             [source.sqlite]\ndatabases = [\"*/app.db\"]\n\
+             [source.dump]\nfile = \"app.sql\"\ncommand = [\"echo\", \"dump\"]\n",
+            data.display()
+        ),
+    );
+    let out = lab.backup(&config, &["run", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let id = report["sources"][0]["snapshot_id"].as_str().expect("id");
+    let listing = stdout(&lab.kopia(&["ls", "-r", id]));
+    assert!(listing.contains(".homelab-backup/sub/app.db"), "{listing}");
+    assert!(listing.contains(".homelab-backup/app.sql"), "{listing}");
+    assert!(listing.contains("keep.txt"), "{listing}");
+    assert!(!listing.contains(".hidden"), "{listing}");
+    assert!(
+        !listing.lines().any(|l| l.trim() == "sub/app.db"),
+        "{listing}"
+    );
+    assert_eq!(lab.backup(&config, &["drill"]).status.code(), Some(0));
+    // Written once; a second run finds the rules in place.
+    let out = lab.backup(&config, &["run"]);
+    assert!(
+        !stderr(&out).contains("ignore rules updated"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use miette::{Diagnostic, NamedSource, SourceSpan};
@@ -446,14 +446,25 @@ impl Source {
     }
 }
 
+/// Absolute and in the clean form kopia records (no `.`, `..`, `//` or trailing `/`), so that
+/// it compares equal to the paths in kopia's snapshot list.
 fn require_absolute(
     key: &str,
     path: &Spanned<PathBuf>,
 ) -> Result<(), (String, Range<usize>, String)> {
-    if path.get_ref().is_absolute() {
+    let value = path.get_ref();
+    let clean: PathBuf = value.components().collect();
+    let only_normal = value
+        .components()
+        .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if value.is_absolute() && only_normal && clean.as_os_str() == value.as_os_str() {
         Ok(())
     } else {
-        Err(invalid(key, path, "an absolute path"))
+        Err(invalid(
+            key,
+            path,
+            "an absolute path without `.`, `..`, `//` or a trailing `/`",
+        ))
     }
 }
 

@@ -144,11 +144,13 @@ pub fn run(config: &BackupConfig, cmd: &RunCmd) -> anyhow::Result<ExitStatus> {
     }
 }
 
-/// `20261126T023000Z`: sortable, and usable as a kopia tag value.
+/// `20261126T023000.123Z-4821`: sortable, usable as a kopia tag value, and unique even for two
+/// runs started within the same second (the discard step deletes by this tag).
 fn run_id(now: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(now)
+    let stamp = humantime::format_rfc3339_millis(now)
         .to_string()
-        .replace(['-', ':'], "")
+        .replace(['-', ':'], "");
+    format!("{stamp}-{}", std::process::id())
 }
 
 fn ensure_retention(
@@ -502,8 +504,9 @@ mod tests {
 
     #[test]
     fn run_ids_are_compact_utc_timestamps() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_795_660_200);
-        assert_eq!(super::run_id(t), "20261126T023000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_660_200_123);
+        let pid = std::process::id();
+        assert_eq!(super::run_id(t), format!("20261126T023000.123Z-{pid}"));
     }
 
     #[test]

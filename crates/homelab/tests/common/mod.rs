@@ -259,7 +259,7 @@ impl Postgres {
             .prefix("homelab-pg-")
             .tempdir()
             .expect("pg dir");
-        let as_postgres = nix_is_root();
+        let as_postgres = is_root();
         if as_postgres {
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -393,7 +393,7 @@ impl Drop for Postgres {
     }
 }
 
-fn nix_is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
