@@ -209,7 +209,7 @@ fn failed_dump_leaves_no_snapshot_spares_other_sources_and_notifies_stand_ins() 
     let empty = lab.source_dir("empty");
     let sources = |dump: &str| {
         format!(
-            "[notify]\nwebhook = \"{url}\"\n\n\
+            "[notify]\nwebhook-file = \"{url}\"\n\n\
              [notify.matrix]\nhomeserver = \"{homeserver}\"\nroom = \"!backups:aza.network\"\n\
              access-token-file = \"{token}\"\n\n\
              [[source]]\nname = \"files\"\npath = \"{files}\"\n\n\
@@ -218,7 +218,9 @@ fn failed_dump_leaves_no_snapshot_spares_other_sources_and_notifies_stand_ins() 
              complete-marker = \"-- dump complete\"\n\n\
              [[source]]\nname = \"empty\"\npath = \"{empty}\"\n\
              [source.dump]\nfile = \"nothing.sql\"\ncommand = [\"true\"]\n",
-            url = hook.url("/ntfy/azalab"),
+            url = hook
+                .url_file(&lab.path("webhook"), "/ntfy/azalab")
+                .display(),
             homeserver = matrix.url(""),
             token = lab.path("matrix-token").display(),
             files = files.display(),

@@ -96,9 +96,9 @@ fn sync_mirrors_refuses_wrong_buckets_and_retries_then_fails_when_s3_is_down() {
     let sources = |bucket: &str| {
         format!(
             "[offsite]\ncredentials-file = \"{}\"\nattempts = 3\nretry-delay = \"1s\"\n\n\
-             [notify]\nwebhook = \"{}\"\n\n[[source]]\nname = \"data\"\npath = \"{}\"\n",
+             [notify]\nwebhook-file = \"{}\"\n\n[[source]]\nname = \"data\"\npath = \"{}\"\n",
             credentials(&lab, &s3.endpoint(), bucket).display(),
-            hook.url("/hc/fail"),
+            hook.url_file(&lab.path("webhook"), "/hc/fail").display(),
             data.display()
         )
     };

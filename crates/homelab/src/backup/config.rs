@@ -133,8 +133,9 @@ impl Default for Verify {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Notify {
-    /// URL that receives a POST with the failure text (ntfy topic, healthchecks `/fail` URL).
-    pub webhook: Option<Spanned<String>>,
+    /// File holding the URL that receives a POST with the failure text (an ntfy topic, a
+    /// healthchecks `/fail` URL): such URLs are secrets, so they come from sops-nix.
+    pub webhook_file: Option<PathBuf>,
     pub matrix: Option<Matrix>,
 }
 
@@ -292,9 +293,6 @@ impl BackupConfig {
                 &self.verify.files_percent,
                 "a number from 0 to 100",
             ));
-        }
-        if let Some(webhook) = &self.notify.webhook {
-            require_http_url("notify.webhook", webhook)?;
         }
         if let Some(matrix) = &self.notify.matrix {
             require_http_url("notify.matrix.homeserver", &matrix.homeserver)?;

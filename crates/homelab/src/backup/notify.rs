@@ -18,14 +18,17 @@ pub fn failure(config: &BackupConfig, job: &str, detail: &str) {
         .http_status_as_error(true)
         .build()
         .new_agent();
-    if let Some(url) = &config.notify.webhook {
-        let sent = agent
-            .post(url.get_ref())
-            .header("Title", &format!("homelab {job} failed"))
-            .header("Priority", "high")
-            .send(text.as_bytes());
+    if let Some(file) = &config.notify.webhook_file {
+        let sent = read_url(file).and_then(|url| {
+            agent
+                .post(&url)
+                .header("Title", &format!("homelab {job} failed"))
+                .header("Priority", "high")
+                .send(text.as_bytes())
+                .map_err(anyhow::Error::from)
+        });
         if let Err(err) = sent {
-            tracing::warn!("could not notify the webhook: {err}");
+            tracing::warn!("could not notify the webhook: {err:#}");
         }
     }
     if let Some(matrix) = &config.notify.matrix
@@ -33,6 +36,20 @@ pub fn failure(config: &BackupConfig, job: &str, detail: &str) {
     {
         tracing::warn!("could not notify the Matrix room: {err:#}");
     }
+}
+
+/// The webhook URL from its file, first line, which must be http(s).
+fn read_url(file: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file).map_err(|err| {
+        anyhow::anyhow!("cannot read notify.webhook-file {}: {err}", file.display())
+    })?;
+    let url = text.lines().next().unwrap_or("").trim().to_owned();
+    anyhow::ensure!(
+        url.starts_with("https://") || url.starts_with("http://"),
+        "{}: expected an http:// or https:// URL",
+        file.display()
+    );
+    Ok(url)
 }
 
 fn send_matrix(

@@ -440,6 +440,12 @@ impl HttpStandIn {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// Writes the URL of `path` into `file` (webhook URLs are secrets, read from files).
+    pub fn url_file(&self, file: &Path, path: &str) -> PathBuf {
+        std::fs::write(file, format!("{}\n", self.url(path))).expect("url file");
+        file.to_owned()
+    }
+
     pub fn received(&self) -> Vec<Request> {
         self.requests.lock().expect("lock").clone()
     }
