@@ -36,6 +36,15 @@ install_kopia() {
   echo "$kopia_version" >"$tools/kopia.version"
 }
 
+install_cargo_tool() { # $1: crate, $2: version
+  say "$1 $2"
+  if [[ -x $tools/bin/$1 && $(cat "$tools/$1.version" 2>/dev/null) == "$2" ]]; then
+    return 0
+  fi
+  cargo install --quiet --locked --root "$tools" "$1" --version "$2"
+  echo "$2" >"$tools/$1.version"
+}
+
 install_python_tools() { # $1: requirements file
   say "Python tools ($1)"
   [[ -x $tools/venv/bin/pip ]] || python3 -m venv "$tools/venv"

@@ -1,0 +1,82 @@
+{
+  description = "azalab-0: the NixOS host, its k3s cluster's GitOps tree, and the homelab tool";
+
+  inputs = {
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+    sops-nix = {
+      url = "github:Mic92/sops-nix";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+    disko = {
+      url = "github:nix-community/disko";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+  };
+
+  outputs = { self, nixpkgs, sops-nix, disko }:
+    let
+      systems = [ "x86_64-linux" "aarch64-darwin" ];
+      forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+    in
+    {
+      # Consumed by the host flake at /etc/nixos/flake.nix (reference copy: nixos/flake.nix).
+      nixosModules.default = { pkgs, lib, ... }: {
+        imports = [
+          sops-nix.nixosModules.sops
+          disko.nixosModules.disko
+          ./nixos/homelab-module.nix
+        ];
+        homelab.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.homelab;
+        homelab.source = lib.mkDefault self.outPath;
+      };
+
+      packages = forAllSystems (pkgs: rec {
+        homelab = pkgs.callPackage ./nix/package.nix { };
+        default = homelab;
+      });
+
+      # Built by `nix flake check` so the module is evaluated against real nixpkgs; the host
+      # itself is built from /etc/nixos/flake.nix.
+      nixosConfigurations.azalab-0 = nixpkgs.lib.nixosSystem {
+        system = "x86_64-linux";
+        modules = [ self.nixosModules.default ./nixos/configuration.nix ];
+      };
+
+      checks.x86_64-linux =
+        let
+          pkgs = nixpkgs.legacyPackages.x86_64-linux;
+        in
+        {
+          homelab = self.packages.x86_64-linux.homelab;
+          toplevel = self.nixosConfigurations.azalab-0.config.system.build.toplevel;
+          vm = pkgs.testers.runNixOSTest (import ./nixos/tests/vm.nix {
+            module = self.nixosModules.default;
+          });
+        };
+
+      devShells = forAllSystems (pkgs: {
+        default = pkgs.mkShell {
+          packages = with pkgs; [
+            cargo
+            rustc
+            clippy
+            rustfmt
+            kopia
+            sops
+            age
+            kubectl
+            kustomize
+            kubeconform
+            nixpkgs-fmt
+          ];
+        };
+      });
+
+      formatter = forAllSystems (pkgs: pkgs.nixpkgs-fmt);
+
+      templates.host-bootstrap = {
+        path = ./templates/host-bootstrap;
+        description = "The /etc/nixos flake of a new homelab host";
+      };
+    };
+}

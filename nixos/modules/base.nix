@@ -1,0 +1,15 @@
+# Identity and the basics every homelab host shares.
+{ config, lib, ... }:
+
+let
+  cfg = config.homelab;
+in
+{
+  config = lib.mkIf cfg.enable {
+    networking.hostName = cfg.hostName;
+    networking.domain = cfg.domain;
+    networking.networkmanager.enable = lib.mkDefault true;
+    time.timeZone = cfg.timeZone;
+    nix.settings.experimental-features = [ "nix-command" "flakes" ];
+  };
+}

@@ -1,0 +1,38 @@
+# The Cloudflare Tunnel: every public hostname, declared in homelab.toml, reaches Traefik through
+# one outbound connection. nixpkgs' module runs a locally-managed tunnel (credentials file and
+# ingress rules here), not a dashboard token.
+{ config, lib, ... }:
+
+let
+  cfg = config.homelab;
+  tunnel = cfg.facts.tunnel;
+  hostname = route: "${route.name}.${cfg.domain}";
+in
+{
+  options.homelab.tunnel = {
+    id = lib.mkOption {
+      type = lib.types.str;
+      default = tunnel.id;
+      description = "UUID of the tunnel (`cloudflared tunnel create` prints it).";
+    };
+    routes = lib.mkOption {
+      type = lib.types.attrsOf lib.types.str;
+      default = lib.listToAttrs (map (route: lib.nameValuePair (hostname route) tunnel.service) tunnel.route);
+      description = "Public hostname to origin service; everything else gets 404.";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    sops.secrets."cloudflared/credentials" = {
+      restartUnits = [ "cloudflared-tunnel-${cfg.tunnel.id}.service" ];
+    };
+    services.cloudflared = {
+      enable = true;
+      tunnels.${cfg.tunnel.id} = {
+        credentialsFile = config.sops.secrets."cloudflared/credentials".path;
+        default = "http_status:404";
+        ingress = cfg.tunnel.routes;
+      };
+    };
+  };
+}

@@ -1,0 +1,86 @@
+# The VM test `nix flake check` runs: boots the module with secrets made for the test and checks
+# what the design promises (SSH, firewall, user, timers, /etc/homelab/source, k3s).
+{ module }:
+
+{ pkgs, lib, ... }:
+
+let
+  # A throwaway age key and host secrets encrypted to it, made when the test is built.
+  testSecrets = pkgs.runCommand "homelab-test-secrets" { nativeBuildInputs = [ pkgs.age pkgs.sops ]; } ''
+    mkdir -p $out
+    age-keygen -o $out/key.txt 2>/dev/null
+    recipient=$(age-keygen -y $out/key.txt)
+    cat > secrets.yaml <<YAML
+    cloudflared:
+      credentials: '{"AccountTag":"test","TunnelSecret":"dGVzdA==","TunnelID":"00000000-0000-0000-0000-000000000000"}'
+    kopia:
+      repository-password: test-password
+    r2:
+      endpoint: http://127.0.0.1:9000
+      bucket: test
+      access-key-id: test
+      secret-access-key: test
+    notify:
+      webhook-url: http://127.0.0.1:9/
+      matrix-token: test
+    YAML
+    sops encrypt --age "$recipient" --input-type yaml --output-type yaml secrets.yaml > $out/secrets.sops.yaml
+  '';
+in
+{
+  name = "homelab-host";
+
+  nodes.server = {
+    imports = [ module ];
+    homelab.secretsFile = "${testSecrets}/secrets.sops.yaml";
+    # sops-nix refuses a key file in the store: put the test key where the host's would be.
+    system.activationScripts.homelabTestKey.text = ''
+      install -D -m 0400 ${testSecrets}/key.txt /var/lib/sops-nix/key.txt
+    '';
+    system.activationScripts.setupSecrets.deps = [ "homelabTestKey" ];
+    virtualisation.memorySize = 3072;
+    virtualisation.diskSize = 8192;
+  };
+
+  nodes.client = { };
+
+  testScript = ''
+    start_all()
+    server.wait_for_unit("multi-user.target")
+
+    with subtest("sshd refuses passwords and root"):
+        config = server.succeed("sshd -T")
+        assert "passwordauthentication no" in config, config
+        assert "kbdinteractiveauthentication no" in config, config
+        assert "permitrootlogin no" in config, config
+
+    with subtest("only TCP 22 and 6443 are open from outside"):
+        server.wait_for_open_port(22)
+        client.succeed("nc -z -w 5 server 22")
+        server.succeed("python3 -m http.server 8080 >/dev/null 2>&1 &")
+        server.wait_for_open_port(8080)
+        client.fail("nc -z -w 5 server 8080")
+        rules = server.succeed("iptables -S nixos-fw")
+        for port in ["22", "6443"]:
+            assert f"--dport {port}" in rules, rules
+
+    with subtest("the owner"):
+        groups = server.succeed("id -nG aiden").split()
+        for group in ["wheel", "networkmanager", "docker"]:
+            assert group in groups, groups
+        assert server.succeed("getent passwd aiden").strip().endswith("/bin/fish")
+
+    with subtest("backup timers"):
+        server.succeed("systemctl cat homelab-backup.timer | grep -F 'OnCalendar=*-*-* 02:30:00'")
+        server.succeed("systemctl cat homelab-backup-sync.timer | grep -F 'OnCalendar=*-*-* 00/6:00:00'")
+        server.succeed("systemctl cat homelab-backup.timer | grep -F 'Persistent=true'")
+        server.succeed("homelab backup check-config $(systemctl show -p Environment homelab-backup.service | grep -o '/nix/store/[^ ]*homelab-backup.toml')")
+
+    with subtest("/etc/homelab/source holds the flake source"):
+        server.succeed("test -f /etc/homelab/source/flake.nix")
+        server.succeed("test -f /etc/homelab/source/homelab.toml")
+
+    with subtest("k3s"):
+        server.succeed("systemctl is-enabled k3s.service")
+  '';
+}
