@@ -23,7 +23,9 @@ let
     wants = [ "network-online.target" ];
     # kopia for the repository, kubectl for the dump and quiesce commands.
     path = [ pkgs.kopia pkgs.kubectl ];
-    environment.HOMELAB_BACKUP_CONFIG = "${configFile}";
+    environment = {
+      HOMELAB_BACKUP_CONFIG = "${configFile}";
+    };
     serviceConfig = {
       Type = "oneshot";
       ExecStart = "${lib.getExe cfg.package} backup ${command}";

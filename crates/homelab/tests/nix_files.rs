@@ -247,3 +247,53 @@ fn the_facts_file_holds_what_the_design_fixes() {
         "kopia and photos sit behind Cloudflare Access; vault must not"
     );
 }
+
+#[test]
+fn every_option_area_the_modules_set_is_in_the_confirmed_list() {
+    let listed = std::fs::read_to_string(repo().join("docs/nixos-options.md")).expect("list");
+    let roots = [
+        "networking",
+        "services",
+        "users",
+        "programs",
+        "virtualisation",
+        "security",
+        "sops",
+        "systemd",
+        "environment",
+        "time",
+        "nix",
+        "boot",
+        "disko",
+        "system",
+        "nixpkgs",
+    ];
+    let mut missing = Vec::new();
+    let mut modules: Vec<PathBuf> = std::fs::read_dir(repo().join("nixos/modules"))
+        .expect("modules")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    modules.extend(["nixos/configuration.nix", "nixos/disko.nix"].map(|f| repo().join(f)));
+    for module in modules {
+        let text = std::fs::read_to_string(&module).expect("module");
+        for line in text.lines() {
+            let line = line.trim_start();
+            let Some((lhs, _)) = line.split_once(" = ") else {
+                continue;
+            };
+            let parts: Vec<&str> = lhs.split('.').collect();
+            if parts.len() < 2 || !roots.contains(&parts[0]) {
+                continue;
+            }
+            let area = format!("`{}.{}", parts[0], parts[1].trim_matches('"'));
+            if !listed.contains(&area) {
+                missing.push(format!("{}: {lhs}", module.display()));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "options not in docs/nixos-options.md:\n{}",
+        missing.join("\n")
+    );
+}
