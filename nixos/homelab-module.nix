@@ -17,6 +17,7 @@ in
     ./modules/source.nix
     ./modules/tunnel.nix
     ./modules/backup.nix
+    ./modules/flux.nix
   ];
 
   options.homelab = {

@@ -80,7 +80,8 @@ in
         server.succeed("test -f /etc/homelab/source/flake.nix")
         server.succeed("test -f /etc/homelab/source/homelab.toml")
 
-    with subtest("k3s"):
+    with subtest("k3s and the Flux bootstrap"):
         server.succeed("systemctl is-enabled k3s.service")
+        server.succeed("systemctl cat homelab-flux-bootstrap.service | grep -F 'flux/clusters/azalab-0/flux-system-sync.yaml'")
   '';
 }

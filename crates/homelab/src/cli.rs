@@ -1,6 +1,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::backup::BackupCmd;
+use crate::bootstrap::BootstrapCmd;
 
 /// Automation for the azalab-0 homelab.
 #[derive(Debug, Parser)]
@@ -19,6 +20,8 @@ pub enum Command {
     /// Host backups: app-consistent Kopia snapshots, verification, restore drills, R2 mirror.
     #[command(subcommand)]
     Backup(BackupCmd),
+    /// Install Flux on the local k3s and point it at this repository (idempotent, every boot).
+    Bootstrap(BootstrapCmd),
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The `homelab` command: host backups, offsite sync, restore drills and checks for azalab-0.
 
 pub mod backup;
+mod bootstrap;
 mod cli;
 mod env_vars;
 mod exit;
@@ -31,6 +32,7 @@ pub fn run() -> ExitCode {
     logging::init(cli.verbose);
     let status = match cli.command {
         cli::Command::Backup(cmd) => backup::run(cmd),
+        cli::Command::Bootstrap(cmd) => bootstrap::run(&cmd),
     };
     status.into()
 }

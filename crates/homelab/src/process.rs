@@ -101,6 +101,18 @@ pub fn run(
     timeout: Option<Duration>,
     capture_stdout: bool,
 ) -> Result<Finished, ProcessError> {
+    run_with_input(command, None, cancel, timeout, capture_stdout)
+}
+
+/// [`run`], with `input` written to the child's stdin (how secrets reach `kubectl apply -f -`
+/// without touching argv or disk).
+pub fn run_with_input(
+    command: &mut Command,
+    input: Option<Vec<u8>>,
+    cancel: &Cancel,
+    timeout: Option<Duration>,
+    capture_stdout: bool,
+) -> Result<Finished, ProcessError> {
     let program = program_name(command.get_program());
     if capture_stdout {
         command.stdout(Stdio::piped());
@@ -108,7 +120,11 @@ pub fn run(
     // Own process group: stopping it stops the grandchildren too (a `sh -c` and its `sleep`),
     // which would otherwise hold our pipes open.
     command
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::piped())
         .process_group(0);
     // SAFETY: the closure only calls prctl(2), which is async-signal-safe, and allocates nothing.
@@ -122,6 +138,12 @@ pub fn run(
         program: program.clone(),
         source,
     })?;
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+        thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&input);
+        });
+    }
     let stdout = child.stdout.take().map(drain);
     let stderr = child.stderr.take().map(drain);
     let started = Instant::now();
