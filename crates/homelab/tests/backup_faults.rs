@@ -401,6 +401,10 @@ fn sigterm_during_a_quiesced_snapshot_discards_it_and_restarts_the_app() {
         ),
     );
     assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
+    assert!(
+        !stopped.exists(),
+        "the app was started again after a good snapshot"
+    );
     let first = lab.snapshots(&data);
 
     common::random_file(&data.join("media"), 600 << 20);
@@ -478,5 +482,37 @@ fn excludes_cannot_hide_the_staged_captures() {
         !stderr(&out).contains("ignore rules updated"),
         "{}",
         stderr(&out)
+    );
+}
+
+#[test]
+fn a_missing_repository_is_created_only_when_the_config_says_so() {
+    if !require(&["kopia"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let data = lab.source_dir("data");
+    std::fs::write(data.join("f"), "x").expect("file");
+    let text = lab
+        .config_text(
+            "",
+            &format!(
+                "[[source]]\nname = \"data\"\npath = \"{}\"\n",
+                data.display()
+            ),
+        )
+        .replace("create = true", "create = false");
+    let config = lab.path("backup.toml");
+    std::fs::write(&config, text).expect("config");
+    let out = lab.backup(&config, &["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no Kopia repository at"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !lab.path("repo").join("kopia.repository.f").exists(),
+        "nothing was created"
     );
 }
