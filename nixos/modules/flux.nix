@@ -14,8 +14,11 @@ in
       after = [ "k3s.service" "network-online.target" ];
       wants = [ "k3s.service" "network-online.target" ];
       path = [ pkgs.kubectl pkgs.fluxcd ];
+      # Neither boot nor `nixos-rebuild switch` waits for it (its command line changes with every
+      # new source), and a failure is retried in the background.
+      restartIfChanged = false;
       serviceConfig = {
-        Type = "oneshot";
+        Type = "exec";
         RemainAfterExit = true;
         ExecStart = lib.concatStringsSep " " [
           (lib.getExe cfg.package)

@@ -1,6 +1,7 @@
 # Single-node k3s. Traefik stays as the in-cluster ingress, but as a ClusterIP service: servicelb
 # would publish it on the node's ports 80/443 through DNAT rules that bypass the firewall.
-# cloudflared on the host reaches it at the fixed cluster IP in homelab.toml ([tunnel] service).
+# cloudflared on the host reaches it at the fixed cluster IP in homelab.toml
+# ([tunnel] traefik-cluster-ip).
 { config, lib, ... }:
 
 let
@@ -9,7 +10,7 @@ in
 {
   options.homelab.k3s.traefikClusterIP = lib.mkOption {
     type = lib.types.str;
-    default = "10.43.0.80";
+    default = cfg.facts.tunnel.traefik-cluster-ip;
     description = "Fixed cluster IP of the Traefik service (inside k3s's default 10.43.0.0/16).";
   };
 

@@ -17,7 +17,7 @@ in
     };
     routes = lib.mkOption {
       type = lib.types.attrsOf lib.types.str;
-      default = lib.listToAttrs (map (route: lib.nameValuePair (hostname route) tunnel.service) tunnel.route);
+      default = lib.listToAttrs (map (route: lib.nameValuePair (hostname route) "http://${cfg.k3s.traefikClusterIP}:80") tunnel.route);
       description = "Public hostname to origin service; everything else gets 404.";
     };
   };

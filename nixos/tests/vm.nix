@@ -38,6 +38,10 @@ in
       install -D -m 0400 ${testSecrets}/key.txt /var/lib/sops-nix/key.txt
     '';
     system.activationScripts.setupSecrets.deps = [ "homelabTestKey" ];
+    # The test network resolves nodes by their node names.
+    networking.hostName = lib.mkForce "server";
+    # No network to install Flux from.
+    systemd.services.homelab-flux-bootstrap.wantedBy = lib.mkForce [ ];
     virtualisation.memorySize = 3072;
     virtualisation.diskSize = 8192;
   };
@@ -57,7 +61,7 @@ in
     with subtest("only TCP 22 and 6443 are open from outside"):
         server.wait_for_open_port(22)
         client.succeed("nc -z -w 5 server 22")
-        server.succeed("python3 -m http.server 8080 >/dev/null 2>&1 &")
+        server.succeed("nc -lk 8080 >/dev/null 2>&1 &")
         server.wait_for_open_port(8080)
         client.fail("nc -z -w 5 server 8080")
         rules = server.succeed("iptables -S nixos-fw")

@@ -83,7 +83,7 @@ fn the_generated_backup_configuration_passes_the_loader() {
         backup = (builtins.fromTOML (builtins.readFile ./homelab.toml)).backup;
         secrets = {
           repositoryPassword = "/run/secrets/kopia/repository-password";
-          r2Credentials = "/run/secrets-rendered/r2-credentials.env";
+          r2Credentials = "/run/secrets/rendered/r2-credentials.env";
           webhookUrl = "/run/secrets/notify/webhook-url";
           matrixToken = "/run/secrets/notify/matrix-token";
         };
