@@ -1,0 +1,185 @@
+//! The Flux tree renders and is valid, offline: `kubectl kustomize` on every path a Flux
+//! Kustomization points at, strict schema validation of every resource (kubernetes-validate for
+//! core kinds, ../shared/schemas/crds for Flux, Traefik and k3s kinds), SOPS encryption of every
+//! Secret. Then the same checks on copies of the tree broken one way at a time.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{require, stderr, stdout};
+
+const CLUSTER: &str = "flux/clusters/azalab-0";
+/// Kubernetes minor the schemas are checked against: the k3s of nixpkgs 25.11.
+const KUBERNETES: &str = "1.34.0";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+fn schemas() -> PathBuf {
+    let dir = repo().join("../shared/schemas/crds");
+    assert!(dir.is_dir(), "CRD schemas expected at {}", dir.display());
+    dir
+}
+
+fn tools_present() -> bool {
+    require(&["kubectl", "python3"])
+}
+
+fn validate(root: &Path) -> Output {
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/validate_cluster.py"))
+        .arg(root)
+        .arg(CLUSTER)
+        .arg(schemas())
+        .arg(KUBERNETES)
+        .output()
+        .expect("python3 runs");
+    eprintln!(
+        "--- validate {}:\n{}{}",
+        root.display(),
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+/// A copy of the Flux tree in a temp dir, laid out as in the repository.
+fn copy_tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("flux"))
+        .arg(dir.path())
+        .status()
+        .expect("cp");
+    assert!(out.success());
+    dir
+}
+
+fn edit(root: &Path, relative: &str, from: &str, to: &str) {
+    let path = root.join(CLUSTER).join(relative);
+    let text = std::fs::read_to_string(&path).expect("file to edit");
+    assert!(text.contains(from), "{relative} lacks {from:?}");
+    std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+}
+
+#[test]
+fn the_cluster_tree_renders_and_validates_strictly() {
+    if !tools_present() {
+        return;
+    }
+    let out = validate(&repo());
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).is_empty(), "findings: {}", stdout(&out));
+}
+
+#[test]
+fn an_unknown_field_in_a_core_resource_fails() {
+    if !tools_present() {
+        return;
+    }
+    let copy = copy_tree();
+    edit(
+        copy.path(),
+        "manifests/cluster/persistentvolumes.yaml",
+        "  accessModes:",
+        "  accesModes:\n    - ReadWriteOnce\n  accessModes:",
+    );
+    let out = validate(copy.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("PersistentVolume/libsql-data"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("accesModes"), "{}", stdout(&out));
+}
+
+#[test]
+fn an_unknown_field_in_a_flux_resource_fails() {
+    if !tools_present() {
+        return;
+    }
+    let copy = copy_tree();
+    edit(
+        copy.path(),
+        "infrastructure.yaml",
+        "  wait: true",
+        "  wait: true\n  waitForever: true",
+    );
+    let out = validate(copy.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("Kustomization/infrastructure"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("waitForever"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_file_missing_from_a_kustomization_fails() {
+    if !tools_present() {
+        return;
+    }
+    let copy = copy_tree();
+    std::fs::remove_file(
+        copy.path()
+            .join(CLUSTER)
+            .join("manifests/cluster/namespaces.yaml"),
+    )
+    .expect("remove");
+    let out = validate(copy.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("kustomize build failed"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("namespaces.yaml"), "{}", stdout(&out));
+}
+
+#[test]
+fn an_unencrypted_secret_fails() {
+    if !tools_present() {
+        return;
+    }
+    let copy = copy_tree();
+    let secrets: Vec<PathBuf> = walk(&copy.path().join(CLUSTER))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".sops.yaml"))
+        .collect();
+    let first = secrets.first().expect("at least one SOPS file in the tree");
+    std::fs::write(
+        first,
+        "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: leaked\n  namespace: default\nstringData:\n  password: hunter2\n",
+    )
+    .expect("write");
+    let out = validate(copy.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("not encrypted with SOPS"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
