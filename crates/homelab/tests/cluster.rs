@@ -69,6 +69,15 @@ fn edit(root: &Path, relative: &str, from: &str, to: &str) {
     std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
 }
 
+/// The findings the validator printed (every stdout line but the ingress hosts).
+fn findings(out: &Output) -> Vec<String> {
+    stdout(out)
+        .lines()
+        .filter(|l| !l.starts_with("ingress-host: "))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
 fn the_cluster_tree_renders_and_validates_strictly() {
     if !tools_present() {
@@ -76,7 +85,65 @@ fn the_cluster_tree_renders_and_validates_strictly() {
     }
     let out = validate(&repo());
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(stdout(&out).is_empty(), "findings: {}", stdout(&out));
+    assert!(findings(&out).is_empty(), "findings: {:?}", findings(&out));
+}
+
+#[test]
+fn every_tunnel_route_has_exactly_one_ingress_and_no_ingress_lacks_a_route() {
+    if !tools_present() {
+        return;
+    }
+    let facts: toml::Table = std::fs::read_to_string(repo().join("homelab.toml"))
+        .expect("homelab.toml")
+        .parse()
+        .expect("TOML");
+    let domain = facts["domain"].as_str().expect("domain");
+    let mut routes: Vec<String> = facts["tunnel"]["route"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .map(|r| format!("{}.{domain}", r["name"].as_str().expect("name")))
+        .collect();
+    routes.sort();
+    let out = validate(&repo());
+    let mut hosts: Vec<String> = stdout(&out)
+        .lines()
+        .filter_map(|l| l.strip_prefix("ingress-host: "))
+        .map(str::to_owned)
+        .collect();
+    hosts.sort();
+    assert_eq!(
+        hosts, routes,
+        "Ingress hosts must be the tunnel's routes, once each"
+    );
+}
+
+#[test]
+fn an_unpinned_image_or_missing_limits_fail() {
+    if !tools_present() {
+        return;
+    }
+    let copy = copy_tree();
+    edit(
+        copy.path(),
+        "manifests/apps/vaultwarden/deployment.yaml",
+        "vaultwarden/server:1.37.2",
+        "vaultwarden/server:latest",
+    );
+    edit(
+        copy.path(),
+        "manifests/apps/tuwunel/deployment.yaml",
+        "            limits:\n              cpu: \"2\"\n              memory: 2Gi\n",
+        "",
+    );
+    let out = validate(copy.path());
+    assert_eq!(out.status.code(), Some(1));
+    let found = findings(&out).join("\n");
+    assert!(found.contains("Deployment/vaultwarden: container vaultwarden: image 'vaultwarden/server:latest' is not pinned"), "{found}");
+    assert!(
+        found.contains("Deployment/tuwunel: container tuwunel: no resources.limits"),
+        "{found}"
+    );
 }
 
 #[test]
@@ -98,7 +165,11 @@ fn an_unknown_field_in_a_core_resource_fails() {
         "{}",
         stdout(&out)
     );
-    assert!(stdout(&out).contains("accesModes"), "{}", stdout(&out));
+    assert!(
+        findings(&out).join("\n").contains("accesModes"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -120,7 +191,11 @@ fn an_unknown_field_in_a_flux_resource_fails() {
         "{}",
         stdout(&out)
     );
-    assert!(stdout(&out).contains("waitForever"), "{}", stdout(&out));
+    assert!(
+        findings(&out).join("\n").contains("waitForever"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -142,7 +217,11 @@ fn a_file_missing_from_a_kustomization_fails() {
         "{}",
         stdout(&out)
     );
-    assert!(stdout(&out).contains("namespaces.yaml"), "{}", stdout(&out));
+    assert!(
+        findings(&out).join("\n").contains("namespaces.yaml"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]

@@ -8,7 +8,11 @@ Usage: validate_cluster.py REPO_ROOT CLUSTER_PATH CRD_SCHEMA_DIR KUBERNETES_VERS
   schemas in CRD_SCHEMA_DIR/<group>/<kind>_<version>.json, core kinds with kubernetes-validate;
 - every document in a *.sops.yaml file carries SOPS metadata and has only encrypted values
   under data/stringData (the SOPS metadata is dropped before schema validation, as Flux's
-  decryption drops it).
+  decryption drops it);
+- every workload pins its images by tag (never `latest`), gives every container requests and
+  limits and its main containers readiness and liveness probes, and a Deployment with a
+  volume claim uses the Recreate strategy.
+Prints `ingress-host: HOST` for every Ingress rule (stdout), for comparison with homelab.toml.
 """
 
 import json
@@ -76,6 +80,33 @@ def validate(doc: dict, where: str, schemas: pathlib.Path, version: str, finding
         findings.append(f"{label}: {error}")
 
 
+WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet"}
+
+
+def check_workload(doc: dict, label: str, findings: list) -> None:
+    spec = doc["spec"]["template"]["spec"]
+    init = spec.get("initContainers") or []
+    for container in (spec.get("containers") or []) + init:
+        name = container.get("name")
+        image = container.get("image", "")
+        tag = image.split("@")[0].rsplit("/", 1)[-1]
+        if ":" not in tag or tag.endswith(":latest"):
+            findings.append(f"{label}: container {name}: image {image!r} is not pinned to a tag")
+        resources = container.get("resources") or {}
+        for part in ("requests", "limits"):
+            if not resources.get(part):
+                findings.append(f"{label}: container {name}: no resources.{part}")
+        if container in init:
+            continue
+        for probe in ("readinessProbe", "livenessProbe"):
+            if probe not in container:
+                findings.append(f"{label}: container {name}: no {probe}")
+    claims = [v for v in spec.get("volumes") or [] if "persistentVolumeClaim" in v]
+    strategy = (doc["spec"].get("strategy") or {}).get("type")
+    if doc["kind"] == "Deployment" and claims and strategy != "Recreate":
+        findings.append(f"{label}: uses a volume claim but not the Recreate strategy")
+
+
 def main() -> int:
     repo = pathlib.Path(sys.argv[1])
     cluster, schemas, version = sys.argv[2], pathlib.Path(sys.argv[3]), sys.argv[4]
@@ -91,6 +122,12 @@ def main() -> int:
     for where, docs in rendered.items():
         for doc in docs:
             validate(doc, where, schemas, version, findings)
+            label = f"{where}: {doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
+            if doc.get("kind") in WORKLOADS:
+                check_workload(doc, label, findings)
+            if doc.get("kind") == "Ingress":
+                for rule in doc["spec"].get("rules") or []:
+                    print(f"ingress-host: {rule.get('host')}")
             count += 1
     for finding in findings:
         print(finding)
