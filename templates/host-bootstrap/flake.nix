@@ -1,7 +1,7 @@
 # /etc/nixos/flake.nix of a new homelab host: `nix flake init -t github:s1dny/homelab#host-bootstrap`
 # in /etc/nixos, then follow README.md.
 {
-  description = "A homelab host";
+  description = "azalab-0";
 
   inputs = {
     homelab.url = "github:s1dny/homelab";

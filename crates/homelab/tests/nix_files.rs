@@ -297,3 +297,20 @@ fn every_option_area_the_modules_set_is_in_the_confirmed_list() {
         missing.join("\n")
     );
 }
+
+#[test]
+fn the_reference_host_flake_is_the_template() {
+    let code = |path: &str| -> Vec<String> {
+        std::fs::read_to_string(repo().join(path))
+            .expect("flake")
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        code("nixos/flake.nix"),
+        code("templates/host-bootstrap/flake.nix"),
+        "nixos/flake.nix and the template differ beyond comments"
+    );
+}
