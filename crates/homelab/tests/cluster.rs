@@ -262,3 +262,43 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+#[test]
+fn every_volume_and_backup_source_under_srv_is_in_the_hosts_storage_tree() {
+    let facts: toml::Table = std::fs::read_to_string(repo().join("homelab.toml"))
+        .expect("homelab.toml")
+        .parse()
+        .expect("TOML");
+    let storage: Vec<&str> = facts["storage"]
+        .as_array()
+        .expect("[[storage]]")
+        .iter()
+        .map(|s| s["path"].as_str().expect("path"))
+        .collect();
+    let volumes = std::fs::read_to_string(
+        repo()
+            .join(CLUSTER)
+            .join("manifests/cluster/persistentvolumes.yaml"),
+    )
+    .expect("volumes");
+    let host_paths: Vec<&str> = volumes
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("path: "))
+        .collect();
+    assert!(!host_paths.is_empty());
+    for path in &host_paths {
+        assert!(
+            storage.contains(path),
+            "volume {path} has no [[storage]] entry (owner, mode)"
+        );
+    }
+    for source in facts["backup"]["source"].as_array().expect("sources") {
+        let path = source["path"].as_str().expect("path");
+        if path.starts_with("/srv/") {
+            assert!(
+                storage.contains(&path),
+                "backup source {path} has no [[storage]] entry"
+            );
+        }
+    }
+}
