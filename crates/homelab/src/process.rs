@@ -127,6 +127,9 @@ pub fn run_with_input(
         })
         .stderr(Stdio::piped())
         .process_group(0);
+    // Linux only (the MacBook has no parent-death signal; there the client is not left running
+    // unattended).
+    #[cfg(target_os = "linux")]
     // SAFETY: the closure only calls prctl(2), which is async-signal-safe, and allocates nothing.
     unsafe {
         command
