@@ -85,40 +85,39 @@ fn bootstrap(cmd: &BootstrapCmd) -> anyhow::Result<()> {
         "type": "Opaque",
         "stringData": { "age.agekey": key },
     });
-    // Server-side apply: a client-side apply would copy the key into an annotation.
-    step(
+    apply(
+        cmd,
         "create the sops-age Secret",
-        &mut kubectl(
-            &cmd.kubeconfig,
-            &[
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                FIELD_MANAGER,
-                "-f",
-                "-",
-            ],
-        ),
+        "-",
         Some(serde_json::to_vec(&secret)?),
         &cancel,
     )?;
-    let sync = cmd.sync.to_string_lossy();
-    step(
+    apply(
+        cmd,
         "apply the Flux sync",
-        &mut kubectl(
-            &cmd.kubeconfig,
-            &[
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                FIELD_MANAGER,
-                "-f",
-                &sync,
-            ],
-        ),
+        &cmd.sync.to_string_lossy(),
         None,
         &cancel,
     )
+}
+
+/// Server-side apply: a client-side apply would copy the Secret's key into an annotation.
+fn apply(
+    cmd: &BootstrapCmd,
+    what: &str,
+    file: &str,
+    input: Option<Vec<u8>>,
+    cancel: &Cancel,
+) -> anyhow::Result<()> {
+    let args = [
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        FIELD_MANAGER,
+        "-f",
+        file,
+    ];
+    step(what, &mut kubectl(&cmd.kubeconfig, &args), input, cancel)
 }
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> Command {

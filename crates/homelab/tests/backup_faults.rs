@@ -167,12 +167,9 @@ fn a_second_run_waits_for_the_lock_or_gives_up_clearly() {
     assert_eq!(lab.snapshots(&data).len(), 2);
 }
 
-#[test]
-fn sigterm_during_a_capture_restarts_the_app_and_leaves_no_snapshot() {
-    if !require(&["kopia"]) {
-        return;
-    }
-    let lab = Lab::new();
+/// A source standing for Tuwunel: "stopping the app" creates a marker file, "starting" removes
+/// it. `more` is appended to the source's tables. Returns the source, the marker and the config.
+fn quiesced_source(lab: &Lab, more: &str) -> (PathBuf, PathBuf, PathBuf) {
     let data = lab.source_dir("tuwunel");
     std::fs::write(data.join("db"), "rocks").expect("file");
     let stopped = lab.path("app-stopped");
@@ -180,11 +177,23 @@ fn sigterm_during_a_capture_restarts_the_app_and_leaves_no_snapshot() {
         "backup.toml",
         &format!(
             "[[source]]\nname = \"tuwunel\"\npath = \"{data}\"\n\
-             [source.quiesce]\nstop = [[\"touch\", \"{stopped}\"]]\nstart = [[\"rm\", \"{stopped}\"]]\n\
-             [source.dump]\nfile = \"media.txt\"\ncommand = [\"sh\", \"-c\", \"sleep 60; echo late\"]\n",
+             [source.quiesce]\nstop = [[\"touch\", \"{stopped}\"]]\nstart = [[\"rm\", \"{stopped}\"]]\n{more}",
             data = data.display(),
             stopped = stopped.display()
         ),
+    );
+    (data, stopped, config)
+}
+
+#[test]
+fn sigterm_during_a_capture_restarts_the_app_and_leaves_no_snapshot() {
+    if !require(&["kopia"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let (data, stopped, config) = quiesced_source(
+        &lab,
+        "[source.dump]\nfile = \"media.txt\"\ncommand = [\"sh\", \"-c\", \"sleep 60; echo late\"]\n",
     );
     let run = spawn_run(&lab, &config);
     wait_for_process(&["sleep 60; echo late"], Duration::from_secs(60));
@@ -321,12 +330,7 @@ fn run_unprivileged(lab: &Lab, config: &Path) -> std::process::Output {
         .env_remove("JOURNAL_STREAM")
         .output()
         .expect("homelab runs");
-    eprintln!(
-        "--- unprivileged run: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::report("unprivileged backup run", &out);
     out
 }
 
@@ -388,18 +392,7 @@ fn sigterm_during_a_quiesced_snapshot_discards_it_and_restarts_the_app() {
         return;
     }
     let lab = Lab::new();
-    let data = lab.source_dir("tuwunel");
-    std::fs::write(data.join("db"), "rocks").expect("file");
-    let stopped = lab.path("app-stopped");
-    let config = lab.write_config(
-        "backup.toml",
-        &format!(
-            "[[source]]\nname = \"tuwunel\"\npath = \"{data}\"\n\
-             [source.quiesce]\nstop = [[\"touch\", \"{stopped}\"]]\nstart = [[\"rm\", \"{stopped}\"]]\n",
-            data = data.display(),
-            stopped = stopped.display()
-        ),
-    );
+    let (data, stopped, config) = quiesced_source(&lab, "");
     assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
     assert!(
         !stopped.exists(),

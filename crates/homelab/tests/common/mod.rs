@@ -137,12 +137,7 @@ impl Lab {
             .arg(config)
             .output()
             .expect("homelab runs");
-        eprintln!(
-            "--- homelab backup {args:?}: {}\nstdout:\n{}\nstderr:\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        report(&format!("homelab backup {args:?}"), &output);
         output
     }
 
@@ -177,6 +172,16 @@ impl Lab {
         );
         serde_json::from_slice(&out.stdout).expect("snapshot list JSON")
     }
+}
+
+/// Shows what a command did in the test's output (seen when the test fails).
+pub fn report(what: &str, output: &Output) {
+    eprintln!(
+        "--- {what}: {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 pub fn stdout(output: &Output) -> String {
@@ -330,16 +335,23 @@ impl Postgres {
     }
 
     /// Runs SQL with psql as `postgres` over TCP and returns stdout (unaligned, tuples only).
+    /// psql connected over TCP as `postgres`.
+    fn psql_command(&self) -> Command {
+        let mut command = Command::new("psql");
+        command.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+        ]);
+        command
+    }
+
     pub fn psql(&self, database: &str, sql: &str) -> String {
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
+        let out = self
+            .psql_command()
             .args(["-d", database, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
             .output()
             .expect("psql runs");
@@ -355,15 +367,8 @@ impl Postgres {
     /// tries to drop and re-create the role it is loaded as; the caller decides which errors
     /// are expected.
     pub fn psql_file(&self, file: &Path) -> Vec<String> {
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
+        let out = self
+            .psql_command()
             .args(["-d", "postgres", "-q", "-f"])
             .arg(file)
             .output()
