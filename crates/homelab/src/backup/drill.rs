@@ -12,6 +12,7 @@ use super::capture;
 use super::config::{BackupConfig, Source};
 use super::{ConfigArg, STAGING_DIR, Session, last_good, notify};
 use crate::exit::ExitStatus;
+use crate::kopia::Manifest;
 
 #[derive(Debug, Args)]
 pub struct DrillCmd {
@@ -61,6 +62,7 @@ pub fn run(config: &BackupConfig, cmd: &DrillCmd) -> anyhow::Result<ExitStatus> 
         return Ok(ExitStatus::Error);
     }
     let session = Session::open(config, Some("backup drill"))?;
+    let snapshots = session.kopia.all_snapshots()?;
     // The temporary folder is removed on every way out, a signal included (the restore is stopped
     // through the cancel flag and this function returns normally).
     let temp;
@@ -83,7 +85,7 @@ pub fn run(config: &BackupConfig, cmd: &DrillCmd) -> anyhow::Result<ExitStatus> 
     let mut results = Vec::new();
     for source in selected {
         let target = root.join(source.name());
-        let result = match drill(&session, source, &target) {
+        let result = match drill(&session, &snapshots, source, &target) {
             Ok(result) => result,
             Err(err) => SourceDrill {
                 name: source.name().to_owned(),
@@ -116,9 +118,13 @@ pub fn run(config: &BackupConfig, cmd: &DrillCmd) -> anyhow::Result<ExitStatus> 
     }
 }
 
-fn drill(session: &Session, source: &Source, target: &Path) -> anyhow::Result<SourceDrill> {
-    let snapshots = session.kopia.snapshots(source.path())?;
-    let manifest = last_good(&snapshots)
+fn drill(
+    session: &Session,
+    snapshots: &[Manifest],
+    source: &Source,
+    target: &Path,
+) -> anyhow::Result<SourceDrill> {
+    let manifest = last_good(snapshots, source.path())
         .with_context(|| format!("no good snapshot of {}", source.path().display()))?;
     tracing::info!(source = source.name(), snapshot = %manifest.id, "restoring");
     session.kopia.restore(&manifest.id, target)?;

@@ -165,10 +165,24 @@ pub(crate) fn select_sources<'a>(
 }
 
 /// The snapshot that stands for the source: the pinned one, else the newest clean one.
-pub(crate) fn last_good(snapshots: &[crate::kopia::Manifest]) -> Option<&crate::kopia::Manifest> {
+/// Among `snapshots` (kopia's list, oldest first), those of the source at `path`.
+pub(crate) fn of_source<'a>(
+    snapshots: &'a [crate::kopia::Manifest],
+    path: &'a std::path::Path,
+) -> impl DoubleEndedIterator<Item = &'a crate::kopia::Manifest> + Clone {
     snapshots
         .iter()
+        .filter(move |m| std::path::Path::new(&m.source.path) == path)
+}
+
+/// The snapshot that stands for the source at `path`: the pinned one, else the newest clean one.
+pub(crate) fn last_good<'a>(
+    snapshots: &'a [crate::kopia::Manifest],
+    path: &'a std::path::Path,
+) -> Option<&'a crate::kopia::Manifest> {
+    let ours = of_source(snapshots, path);
+    ours.clone()
         .rev()
         .find(|m| m.is_pinned(LAST_GOOD_PIN) && m.is_clean())
-        .or_else(|| snapshots.iter().rev().find(|m| m.is_clean()))
+        .or_else(|| ours.rev().find(|m| m.is_clean()))
 }

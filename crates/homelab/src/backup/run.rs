@@ -16,7 +16,9 @@ use serde::Serialize;
 use super::capture::{self, Capture, Context};
 use super::config::{BackupConfig, Source};
 use super::state::{State, unix_now};
-use super::{ConfigArg, LAST_GOOD_PIN, RUN_TAG, STAGING_DIR, Session, last_good, metrics, notify};
+use super::{
+    ConfigArg, LAST_GOOD_PIN, RUN_TAG, STAGING_DIR, Session, last_good, metrics, notify, of_source,
+};
 use crate::exit::ExitStatus;
 use crate::kopia::{Kopia, KopiaError, Manifest, Policy, PolicyRetention};
 use crate::logging;
@@ -412,24 +414,19 @@ fn pin_last_good(
     path: &Path,
     snapshots: &[Manifest],
 ) -> Result<Vec<String>, KopiaError> {
-    let ours: Vec<Manifest> = snapshots
-        .iter()
-        .filter(|m| Path::new(&m.source.path) == path)
-        .cloned()
-        .collect();
-    let ours = match last_good(&ours) {
+    let pinned = |ours: &mut dyn Iterator<Item = &Manifest>| -> Vec<String> {
+        ours.filter(|m| m.is_pinned(LAST_GOOD_PIN))
+            .map(|m| m.id.clone())
+            .collect()
+    };
+    match last_good(snapshots, path) {
         Some(good) if !good.is_pinned(LAST_GOOD_PIN) => {
             kopia.pin(&good.id, LAST_GOOD_PIN)?;
             // Pinning rewrites the manifest under a new ID.
-            kopia.snapshots(path)?
+            Ok(pinned(&mut kopia.snapshots(path)?.iter()))
         }
-        _ => ours,
-    };
-    Ok(ours
-        .into_iter()
-        .filter(|m| m.is_pinned(LAST_GOOD_PIN))
-        .map(|m| m.id)
-        .collect())
+        _ => Ok(pinned(&mut of_source(snapshots, path))),
+    }
 }
 
 fn remove_staging(staging: &Path) -> Result<(), String> {

@@ -49,10 +49,10 @@ struct SyncStatus {
 
 pub fn run(config: &BackupConfig, cmd: &StatusCmd) -> anyhow::Result<ExitStatus> {
     let session = Session::open(config, None)?;
+    let snapshots = session.kopia.all_snapshots()?;
     let mut sources = Vec::new();
     for source in &config.sources {
-        let snapshots = session.kopia.snapshots(source.path())?;
-        let good = last_good(&snapshots);
+        let good = last_good(&snapshots, source.path());
         let time = good.and_then(|m| m.end().or(m.start()));
         let age = time.map(age);
         sources.push(SourceStatus {
