@@ -13,14 +13,8 @@ pub struct CheckConfigCmd {
     pub file: PathBuf,
 }
 
-pub fn run(cmd: &CheckConfigCmd) -> ExitStatus {
-    let config = match BackupConfig::load(&cmd.file) {
-        Ok(config) => config,
-        Err(err) => {
-            err.report();
-            return ExitStatus::Error;
-        }
-    };
+/// Prints what the (already loaded and validated) configuration declares.
+pub fn run(cmd: &CheckConfigCmd, config: &BackupConfig) -> ExitStatus {
     println!("{}: ok", cmd.file.display());
     println!(
         "  repository {}",

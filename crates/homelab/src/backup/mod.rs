@@ -55,9 +55,6 @@ pub struct ConfigArg {
 }
 
 pub fn run(cmd: BackupCmd) -> ExitStatus {
-    if let BackupCmd::CheckConfig(cmd) = &cmd {
-        return check_config::run(cmd);
-    }
     let path = match &cmd {
         BackupCmd::Run(c) => &c.config.config,
         BackupCmd::Sync(c) => &c.config.config,
@@ -79,7 +76,7 @@ pub fn run(cmd: BackupCmd) -> ExitStatus {
         BackupCmd::Verify(c) => ("backup verify", verify::run(&config, c)),
         BackupCmd::Drill(c) => ("backup drill", drill::run(&config, c)),
         BackupCmd::Status(c) => ("backup status", status::run(&config, c)),
-        BackupCmd::CheckConfig(_) => unreachable!("handled above"),
+        BackupCmd::CheckConfig(c) => return check_config::run(c, &config),
     };
     match result {
         Ok(status) => status,
