@@ -488,6 +488,39 @@ impl Kopia {
         self.run(&["snapshot", "restore", id, &target]).map(drop)
     }
 
+    /// Connects this client, read-only, straight to the S3 mirror. The keys reach kopia through
+    /// its environment; kopia then keeps them in its client config (see `offsite::Mirror`).
+    pub fn connect_s3_readonly(&self, target: &S3Target<'_>) -> Result<(), KopiaError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| KopiaError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let cache = self.dir.join("cache");
+        let cache = cache.to_string_lossy();
+        let mut args = vec![
+            "repository",
+            "connect",
+            "s3",
+            "--bucket",
+            target.bucket,
+            "--endpoint",
+            target.endpoint,
+            "--region",
+            target.region,
+            "--readonly",
+            "--cache-directory",
+            &cache,
+        ];
+        if !target.tls {
+            args.push("--disable-tls");
+        }
+        let mut command = self.command(&args);
+        command
+            .env(env_vars::AWS_ACCESS_KEY_ID, target.access_key_id)
+            .env(env_vars::AWS_SECRET_ACCESS_KEY, target.secret_access_key);
+        self.finish(&args, command).map(drop)
+    }
+
     /// Mirrors the repository to S3. Never deletes remote blobs; kopia refuses a bucket holding
     /// another repository, and with `must_exist` one holding none.
     pub fn sync_to_s3(&self, target: &S3Target<'_>) -> Result<(), KopiaError> {
@@ -516,9 +549,4 @@ impl Kopia {
             .env(env_vars::AWS_SECRET_ACCESS_KEY, target.secret_access_key);
         self.finish(&args, command).map(drop)
     }
-}
-
-/// How long ago `time` was, zero when it lies in the future.
-pub fn age(time: SystemTime) -> Duration {
-    SystemTime::now().duration_since(time).unwrap_or_default()
 }

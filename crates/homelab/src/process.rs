@@ -23,18 +23,22 @@ const PIPE_GRACE: Duration = Duration::from_secs(5);
 pub enum ProcessError {
     #[error("could not start `{program}`: {source}")]
     Spawn { program: String, source: io::Error },
-    #[error("`{program}` was stopped because homelab received a termination signal")]
-    Cancelled { program: String },
+    #[error("`{program}` was stopped: {reason}")]
+    Cancelled { program: String, reason: String },
     #[error("`{program}` did not finish within {}", humantime::format_duration(*.after))]
     TimedOut { program: String, after: Duration },
     #[error("waiting for `{program}` failed: {source}")]
     Wait { program: String, source: io::Error },
 }
 
-/// Set when SIGTERM, SIGINT or SIGHUP arrives; long-running work checks it between steps and the
-/// child processes are asked to stop.
+/// Set when SIGTERM, SIGINT or SIGHUP arrives, or when the job's time limit passes; long-running
+/// work checks it between steps and the child processes are asked to stop.
 #[derive(Debug, Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
+pub struct Cancel {
+    signalled: Arc<AtomicBool>,
+    /// When the job must give up, and the limit it was given (for messages).
+    deadline: Option<(Instant, Duration)>,
+}
 
 impl Cancel {
     /// Routes the termination signals to this flag instead of killing the process, so that
@@ -48,11 +52,40 @@ impl Cancel {
         ] {
             signal_hook::flag::register(signal, Arc::clone(&flag))?;
         }
-        Ok(Self(flag))
+        Ok(Self {
+            signalled: flag,
+            deadline: None,
+        })
+    }
+
+    /// The same flag, also raised once `limit` has passed from now.
+    pub fn with_time_limit(self, limit: Duration) -> Self {
+        Self {
+            deadline: Some((Instant::now() + limit, limit)),
+            ..self
+        }
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.signalled.load(Ordering::SeqCst) || self.time_is_up()
+    }
+
+    fn time_is_up(&self) -> bool {
+        self.deadline
+            .is_some_and(|(deadline, _)| Instant::now() >= deadline)
+    }
+
+    /// Why work stops: a signal or the time limit. Meaningful once [`Self::is_cancelled`].
+    pub fn reason(&self) -> String {
+        match self.deadline {
+            Some((_, limit)) if self.time_is_up() && !self.signalled.load(Ordering::SeqCst) => {
+                format!(
+                    "the job's time limit of {} was reached",
+                    humantime::format_duration(limit)
+                )
+            }
+            _ => "homelab received a termination signal".to_owned(),
+        }
     }
 
     /// Sleeps for `duration` unless cancelled first; returns false when cancelled.
@@ -165,6 +198,7 @@ pub fn run_with_input(
             stop(&mut child);
             break Err(ProcessError::Cancelled {
                 program: program.clone(),
+                reason: cancel.reason(),
             });
         }
         if let Some(after) = timeout.filter(|t| started.elapsed() >= *t) {
@@ -286,9 +320,25 @@ mod tests {
     #[test]
     fn cancel_stops_the_child() {
         let cancel = Cancel::default();
-        cancel.0.store(true, Ordering::SeqCst);
+        cancel.signalled.store(true, Ordering::SeqCst);
         let err = run(Command::new("sleep").arg("30"), &cancel, None, true)
             .expect_err("must be cancelled");
         assert!(matches!(err, ProcessError::Cancelled { .. }), "{err}");
+        assert!(err.to_string().contains("termination signal"), "{err}");
+    }
+
+    #[test]
+    fn the_time_limit_stops_the_child_and_says_so() {
+        let cancel = Cancel::default().with_time_limit(Duration::from_millis(300));
+        let err = run(Command::new("sleep").arg("30"), &cancel, None, true)
+            .expect_err("must be stopped at the limit");
+        assert!(
+            err.to_string().contains("time limit of 300ms was reached"),
+            "{err}"
+        );
+        assert!(
+            !cancel.sleep(Duration::from_secs(5)),
+            "the limit has passed"
+        );
     }
 }

@@ -233,7 +233,7 @@ fn verify_reports_a_corrupted_blob() {
     let out = lab.backup(&config, &["verify", "--percent", "100"]);
     assert_eq!(out.status.code(), Some(1), "verify must report the damage");
     assert!(
-        stderr(&out).contains("verification failed"),
+        stderr(&out).contains("verification of the local repository failed"),
         "{}",
         stderr(&out)
     );

@@ -3,7 +3,7 @@
 //! The NixOS module writes this file from its options; `examples/backup.toml` in the crate shows
 //! every key with its meaning.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -39,7 +39,10 @@ pub struct BackupConfig {
     #[serde(default = "defaults::rpo", with = "humantime_serde")]
     pub rpo: Duration,
     /// Directory of node-exporter's textfile collector; no metrics file when absent.
-    pub textfile_dir: Option<PathBuf>,
+    pub textfile_dir: Option<Spanned<PathBuf>>,
+    /// The longest each job may run before it stops its child processes and fails.
+    #[serde(default)]
+    pub time_limit: TimeLimits,
     pub repository: Repository,
     #[serde(default)]
     pub retention: Retention,
@@ -90,6 +93,33 @@ impl Default for Retention {
             keep_weekly: defaults::keep(),
             keep_monthly: defaults::keep(),
             keep_annual: 0,
+        }
+    }
+}
+
+/// Whole-job limits, counted from the job's start (waiting for the lock included). When one
+/// passes, the running child is stopped, cleanup runs (apps started, failed snapshots deleted),
+/// the lock is released and the job exits 1 with a notification.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TimeLimits {
+    #[serde(default = "defaults::run_limit", with = "humantime_serde")]
+    pub run: Duration,
+    #[serde(default = "defaults::sync_limit", with = "humantime_serde")]
+    pub sync: Duration,
+    #[serde(default = "defaults::verify_limit", with = "humantime_serde")]
+    pub verify: Duration,
+    #[serde(default = "defaults::drill_limit", with = "humantime_serde")]
+    pub drill: Duration,
+}
+
+impl Default for TimeLimits {
+    fn default() -> Self {
+        Self {
+            run: defaults::run_limit(),
+            sync: defaults::sync_limit(),
+            verify: defaults::verify_limit(),
+            drill: defaults::drill_limit(),
         }
     }
 }
@@ -169,6 +199,10 @@ pub struct Source {
 pub struct SqliteCapture {
     /// Glob patterns relative to the source path (`db.sqlite3`, `dbs/*/data`).
     pub databases: Spanned<Vec<String>>,
+    /// How long to keep retrying while another process holds a lock that blocks the copy;
+    /// after that the source fails (its previous snapshot stays the last good one).
+    #[serde(default = "defaults::busy_timeout", with = "humantime_serde")]
+    pub busy_timeout: Duration,
 }
 
 /// Stream a command's stdout into a file.
@@ -238,6 +272,21 @@ mod defaults {
     pub fn snapshot_timeout() -> Duration {
         Duration::from_secs(3600)
     }
+    pub fn busy_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn run_limit() -> Duration {
+        Duration::from_secs(6 * 3600)
+    }
+    pub fn sync_limit() -> Duration {
+        Duration::from_secs(5 * 3600)
+    }
+    pub fn verify_limit() -> Duration {
+        Duration::from_secs(4 * 3600)
+    }
+    pub fn drill_limit() -> Duration {
+        Duration::from_secs(6 * 3600)
+    }
 }
 
 impl BackupConfig {
@@ -281,6 +330,9 @@ impl BackupConfig {
     fn validate(&self) -> Result<(), (String, Range<usize>, String)> {
         require_absolute("state-dir", &self.state_dir)?;
         require_absolute("repository.path", &self.repository.path)?;
+        if let Some(dir) = &self.textfile_dir {
+            require_absolute("textfile-dir", dir)?;
+        }
         if let Some(offsite) = &self.offsite
             && *offsite.attempts.get_ref() == 0
         {
@@ -327,16 +379,6 @@ impl BackupConfig {
                 ));
             }
             require_absolute(&key("path"), &source.path)?;
-            for (j, other) in self.sources.iter().enumerate().take(i) {
-                let (a, b) = (source.path.get_ref(), other.path.get_ref());
-                if a.starts_with(b) || b.starts_with(a) {
-                    return Err(invalid(
-                        &key("path"),
-                        &source.path,
-                        &format!("a path that neither contains nor lies inside source[{j}].path"),
-                    ));
-                }
-            }
             if let Some(sqlite) = &source.sqlite {
                 let patterns = sqlite.databases.get_ref();
                 if patterns.is_empty() {
@@ -396,6 +438,81 @@ impl BackupConfig {
                     }
                 }
             }
+        }
+        self.validate_layout()
+    }
+
+    /// No source inside another, the repository neither inside a source nor holding one, and
+    /// no folder the jobs write to inside a source: each run would snapshot the repository (or
+    /// kopia's cache) into itself and grow by the source's size. Near-linear in the number of
+    /// sources.
+    fn validate_layout(&self) -> Result<(), (String, Range<usize>, String)> {
+        let source_key = |i: usize| format!("source[{i}].path");
+        // In component order, whatever lies inside a path sorts right after it, before any
+        // path outside it: comparing each path with the last one not inside another finds every
+        // nesting.
+        let mut order: Vec<usize> = (0..self.sources.len()).collect();
+        order.sort_by(|&a, &b| self.sources[a].path().cmp(self.sources[b].path()));
+        let mut outer: Option<usize> = None;
+        for i in order {
+            match outer {
+                Some(o) if self.sources[i].path().starts_with(self.sources[o].path()) => {
+                    let (first, later) = (o.min(i), o.max(i));
+                    return Err(invalid(
+                        &source_key(later),
+                        &self.sources[later].path,
+                        &format!(
+                            "a path that neither contains nor lies inside {}",
+                            source_key(first)
+                        ),
+                    ));
+                }
+                _ => outer = Some(i),
+            }
+        }
+        let by_path: HashMap<&Path, usize> = self
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.path(), i))
+            .collect();
+        let containing_source = |dir: &Path| dir.ancestors().find_map(|a| by_path.get(a).copied());
+        let written: [(&str, Option<&Spanned<PathBuf>>); 3] = [
+            ("repository.path", Some(&self.repository.path)),
+            ("state-dir", Some(&self.state_dir)),
+            ("textfile-dir", self.textfile_dir.as_ref()),
+        ];
+        for (key, dir) in written {
+            let Some(dir) = dir else { continue };
+            if let Some(i) = containing_source(dir.get_ref()) {
+                return Err(invalid(
+                    key,
+                    dir,
+                    &format!(
+                        "a folder outside every source ({} lies inside {} = {}, so each run \
+                         would back it up into itself)",
+                        dir.get_ref().display(),
+                        source_key(i),
+                        self.sources[i].path().display()
+                    ),
+                ));
+            }
+        }
+        let repository = self.repository.path.get_ref();
+        if let Some((i, source)) = self
+            .sources
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.path().starts_with(repository))
+        {
+            return Err(invalid(
+                &source_key(i),
+                &source.path,
+                &format!(
+                    "a path outside the repository {} (repository.path)",
+                    repository.display()
+                ),
+            ));
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::capture;
 use super::config::{BackupConfig, Source};
+use super::state::{State, unix_now};
 use super::{ConfigArg, STAGING_DIR, Session, last_good, notify};
 use crate::exit::ExitStatus;
 use crate::kopia::Manifest;
@@ -61,7 +62,7 @@ pub fn run(config: &BackupConfig, cmd: &DrillCmd) -> anyhow::Result<ExitStatus> 
         );
         return Ok(ExitStatus::Error);
     }
-    let session = Session::open(config, Some("backup drill"))?;
+    let session = Session::open(config, Some("backup drill"), config.time_limit.drill)?;
     let snapshots = session.kopia.all_snapshots()?;
     // The temporary folder is removed on every way out, a signal included (the restore is stopped
     // through the cancel flag and this function returns normally).
@@ -105,17 +106,33 @@ pub fn run(config: &BackupConfig, cmd: &DrillCmd) -> anyhow::Result<ExitStatus> 
         sources: results,
     };
     print(&report, cmd.json)?;
-    if report.ok {
+    let mut problems: Vec<String> = report
+        .sources
+        .iter()
+        .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.name)))
+        .collect();
+    if let Err(err) = record(config, &report) {
+        tracing::error!("{err:#}");
+        problems.push(format!("{err:#}"));
+    }
+    if problems.is_empty() {
         Ok(ExitStatus::Success)
     } else {
-        let detail: Vec<String> = report
-            .sources
-            .iter()
-            .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.name)))
-            .collect();
-        notify::failure(config, "backup drill", &detail.join("\n"));
+        notify::failure(config, "backup drill", &problems.join("\n"));
         Ok(ExitStatus::Failure)
     }
+}
+
+/// Each drilled source's outcome becomes part of the state: `status` and the metrics show it.
+fn record(config: &BackupConfig, report: &DrillReport) -> anyhow::Result<()> {
+    let mut state = State::load(config.state_dir.get_ref());
+    let now = unix_now();
+    for r in &report.sources {
+        let entry = state.sources.entry(r.name.clone()).or_default();
+        entry.last_drill = Some(now);
+        entry.last_drill_ok = Some(r.ok);
+    }
+    state.publish(config)
 }
 
 fn drill(

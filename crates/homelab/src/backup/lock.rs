@@ -32,8 +32,8 @@ pub enum LockError {
         holder: String,
         waited: Duration,
     },
-    #[error("interrupted while waiting for the lock {path}")]
-    Cancelled { path: String },
+    #[error("gave up waiting for the lock {path}: {reason}")]
+    Cancelled { path: String, reason: String },
 }
 
 /// Takes the lock, waiting at most `timeout` for another job to finish.
@@ -77,7 +77,10 @@ pub fn acquire(
                     announced = true;
                 }
                 if !cancel.sleep(Duration::from_millis(250).min(timeout)) {
-                    return Err(LockError::Cancelled { path: shown });
+                    return Err(LockError::Cancelled {
+                        path: shown,
+                        reason: cancel.reason(),
+                    });
                 }
             }
             Err(TryLockError::Error(err)) => return Err(open_err(err)),

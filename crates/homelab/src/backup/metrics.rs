@@ -4,6 +4,8 @@
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 
+use anyhow::Context as _;
+
 use super::config::BackupConfig;
 use super::state::{State, write_atomically};
 
@@ -13,11 +15,14 @@ pub fn write(config: &BackupConfig, state: &State) -> anyhow::Result<()> {
     let Some(dir) = &config.textfile_dir else {
         return Ok(());
     };
-    let path = dir.join(FILE);
-    write_atomically(&path, render(state).as_bytes())?;
-    // node-exporter runs as its own user.
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
-    Ok(())
+    let path = dir.get_ref().join(FILE);
+    write_atomically(&path, render(state).as_bytes())
+        .and_then(|()| {
+            // node-exporter runs as its own user.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                .map_err(anyhow::Error::from)
+        })
+        .with_context(|| format!("cannot write the metrics file {}", path.display()))
 }
 
 fn render(state: &State) -> String {
@@ -51,9 +56,19 @@ fn render(state: &State) -> String {
         "Seconds the last good capture and snapshot of the source took.",
         &|s| Some(s.duration_seconds),
     );
+    family(
+        "homelab_backup_last_drill_timestamp_seconds",
+        "Unix time of the last drill of the source.",
+        &|s| s.last_drill.map(|t| t as f64),
+    );
+    family(
+        "homelab_backup_last_drill_success",
+        "1 when the last drill restored and checked the source, else 0.",
+        &|s| s.last_drill_ok.map(|ok| if ok { 1.0 } else { 0.0 }),
+    );
     let _ = writeln!(
         out,
-        "# HELP homelab_backup_last_sync_timestamp_seconds Unix time of the last successful R2 sync.\n\
+        "# HELP homelab_backup_last_sync_timestamp_seconds Unix time of the last R2 sync that completed.\n\
          # TYPE homelab_backup_last_sync_timestamp_seconds gauge"
     );
     if let Some(t) = state.last_sync {

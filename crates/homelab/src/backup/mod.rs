@@ -8,6 +8,7 @@ mod drill;
 mod lock;
 mod metrics;
 mod notify;
+mod offsite;
 mod run;
 mod state;
 mod status;
@@ -15,6 +16,7 @@ mod sync;
 mod verify;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -30,6 +32,8 @@ pub const STAGING_DIR: &str = ".homelab-backup";
 /// Pin that keeps each source's newest good snapshot out of reach of retention.
 pub const LAST_GOOD_PIN: &str = "homelab-last-good";
 pub const RUN_TAG: &str = "homelab-run";
+/// `status` only lists snapshots, but it too must end when the repository's disk hangs.
+const STATUS_TIME_LIMIT: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCmd {
@@ -88,18 +92,22 @@ pub fn run(cmd: BackupCmd) -> ExitStatus {
     }
 }
 
-/// What every job that touches the repository needs: a signal flag and a connected client.
-pub(crate) struct Session {
+/// What every job needs before it touches a repository: the signal flag with the job's time
+/// limit, and the job lock unless `job` is `None` (`status`).
+pub(crate) struct Job {
     pub cancel: Cancel,
-    pub kopia: Kopia,
     _lock: Option<lock::JobLock>,
 }
 
-impl Session {
-    /// Installs the signal flag, takes the job lock when `job` is given (everything but
-    /// `status`), and connects to the repository.
-    pub fn open(config: &BackupConfig, job: Option<&str>) -> anyhow::Result<Self> {
-        let cancel = Cancel::install().context("cannot install signal handlers")?;
+impl Job {
+    pub fn begin(
+        config: &BackupConfig,
+        job: Option<&str>,
+        limit: Duration,
+    ) -> anyhow::Result<Self> {
+        let cancel = Cancel::install()
+            .context("cannot install signal handlers")?
+            .with_time_limit(limit);
         let lock = match job {
             Some(job) => Some(lock::acquire(
                 config.state_dir.get_ref(),
@@ -109,27 +117,54 @@ impl Session {
             )?),
             None => None,
         };
-        let password_file = &config.repository.password_file;
-        let password = std::fs::read_to_string(password_file).with_context(|| {
-            format!(
-                "cannot read repository.password-file {}",
-                password_file.display()
-            )
-        })?;
-        let password = password.trim_end_matches(['\n', '\r']).to_owned();
-        anyhow::ensure!(
-            !password.is_empty(),
-            "repository.password-file {} is empty",
-            password_file.display()
-        );
-        let kopia = Kopia::new(config.kopia_dir(), password, cancel.clone());
-        kopia.connect(config.repository.path.get_ref(), config.repository.create)?;
         Ok(Self {
             cancel,
-            kopia,
             _lock: lock,
         })
     }
+}
+
+/// A job connected to the local repository.
+pub(crate) struct Session {
+    pub cancel: Cancel,
+    pub kopia: Kopia,
+    _job: Job,
+}
+
+impl Session {
+    /// Begins the job (see [`Job::begin`]) and connects to the repository.
+    pub fn open(config: &BackupConfig, job: Option<&str>, limit: Duration) -> anyhow::Result<Self> {
+        let job = Job::begin(config, job, limit)?;
+        let kopia = Kopia::new(
+            config.kopia_dir(),
+            repository_password(config)?,
+            job.cancel.clone(),
+        );
+        kopia.connect(config.repository.path.get_ref(), config.repository.create)?;
+        Ok(Self {
+            cancel: job.cancel.clone(),
+            kopia,
+            _job: job,
+        })
+    }
+}
+
+/// The repository password from its file, trailing newline removed; never empty.
+pub(crate) fn repository_password(config: &BackupConfig) -> anyhow::Result<String> {
+    let password_file = &config.repository.password_file;
+    let password = std::fs::read_to_string(password_file).with_context(|| {
+        format!(
+            "cannot read repository.password-file {}",
+            password_file.display()
+        )
+    })?;
+    let password = password.trim_end_matches(['\n', '\r']).to_owned();
+    anyhow::ensure!(
+        !password.is_empty(),
+        "repository.password-file {} is empty",
+        password_file.display()
+    );
+    Ok(password)
 }
 
 /// The sources named with `--source`, or all of them. An unknown name is a usage error.

@@ -17,7 +17,7 @@ use super::capture::{self, Capture, Context};
 use super::config::{BackupConfig, Source};
 use super::state::{State, unix_now};
 use super::{
-    ConfigArg, LAST_GOOD_PIN, RUN_TAG, STAGING_DIR, Session, last_good, metrics, notify, of_source,
+    ConfigArg, LAST_GOOD_PIN, RUN_TAG, STAGING_DIR, Session, last_good, notify, of_source,
 };
 use crate::exit::ExitStatus;
 use crate::kopia::{Kopia, KopiaError, Manifest, Policy, PolicyRetention};
@@ -72,7 +72,7 @@ pub fn run(config: &BackupConfig, cmd: &RunCmd) -> anyhow::Result<ExitStatus> {
         Ok(selected) => selected,
         Err(status) => return Ok(status),
     };
-    let session = Session::open(config, Some("backup run"))?;
+    let session = Session::open(config, Some("backup run"), config.time_limit.run)?;
     let policies = session.kopia.policies()?;
     ensure_retention(&session.kopia, config, &policies)?;
     ensure_ignore_rules(&session.kopia, &selected, &policies)?;
@@ -131,18 +131,44 @@ pub fn run(config: &BackupConfig, cmd: &RunCmd) -> anyhow::Result<ExitStatus> {
             Some(err) => tracing::error!(source = %r.name, "source failed: {err}"),
         }
     }
-    record(config, &report)?;
+    // The report comes first: whatever happens to the state or metrics files, the operator
+    // learns what was backed up.
     print(&report, cmd.json)?;
-    if report.ok {
-        Ok(ExitStatus::Success)
-    } else {
-        let detail: Vec<String> = report
-            .sources
-            .iter()
-            .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.name)))
-            .collect();
-        notify::failure(config, "backup run", &detail.join("\n"));
-        Ok(ExitStatus::Failure)
+    let mut problems: Vec<String> = report
+        .sources
+        .iter()
+        .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.name)))
+        .collect();
+    if let Err(err) = record(config, &report) {
+        tracing::error!("{err:#}");
+        problems.push(format!("{err:#}"));
+    }
+    if problems.is_empty() {
+        return Ok(ExitStatus::Success);
+    }
+    let outcome: Vec<String> = report.sources.iter().map(outcome_line).collect();
+    notify::failure(
+        config,
+        "backup run",
+        &format!(
+            "{}\n\nthis run:\n{}",
+            problems.join("\n"),
+            outcome.join("\n")
+        ),
+    );
+    Ok(ExitStatus::Failure)
+}
+
+/// One line per source for notifications: what this run did with it.
+fn outcome_line(r: &SourceReport) -> String {
+    match (&r.snapshot_id, &r.error) {
+        (Some(id), _) => format!(
+            "  {}: snapshot {id}, {} in {} files",
+            r.name,
+            human_bytes(r.bytes),
+            r.files
+        ),
+        (None, _) => format!("  {}: no snapshot (previous last good kept)", r.name),
     }
 }
 
@@ -245,7 +271,7 @@ fn prepare_steps(
     };
     for capture in &pending.captures {
         if session.cancel.is_cancelled() {
-            return Err("interrupted by a termination signal".to_owned());
+            return Err(format!("stopped: {}", session.cancel.reason()));
         }
         pending.begun += 1;
         capture
@@ -272,7 +298,7 @@ fn snapshot_and_finish(
     let mut failure = None;
     if !ready.is_empty() {
         if session.cancel.is_cancelled() {
-            failure = Some("interrupted by a termination signal".to_owned());
+            failure = Some(format!("stopped: {}", session.cancel.reason()));
         } else {
             // Pinned from birth: kopia applies retention right after saving a snapshot. One that
             // turns out not to be good is deleted afterwards, pin and all.
@@ -438,6 +464,7 @@ fn remove_staging(staging: &Path) -> Result<(), String> {
     }
 }
 
+/// Saves the state and rewrites the metrics file; tries both, reports every failure.
 fn record(config: &BackupConfig, report: &RunReport) -> anyhow::Result<()> {
     let state_dir = config.state_dir.get_ref();
     let mut state = State::load(state_dir);
@@ -452,8 +479,7 @@ fn record(config: &BackupConfig, report: &RunReport) -> anyhow::Result<()> {
             entry.duration_seconds = r.duration_seconds;
         }
     }
-    state.save(state_dir)?;
-    metrics::write(config, &state)
+    state.publish(config)
 }
 
 fn print(report: &RunReport, json: bool) -> anyhow::Result<()> {

@@ -9,6 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
+use super::config::BackupConfig;
+
 const FILE: &str = "state.json";
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -30,6 +32,11 @@ pub struct SourceState {
     pub bytes: u64,
     pub files: u64,
     pub duration_seconds: f64,
+    /// Unix time and outcome of the last drill of this source.
+    #[serde(default)]
+    pub last_drill: Option<u64>,
+    #[serde(default)]
+    pub last_drill_ok: Option<bool>,
 }
 
 impl State {
@@ -46,9 +53,21 @@ impl State {
         }
     }
 
-    pub fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
+    fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
         let json = serde_json::to_vec_pretty(self)?;
         write_atomically(&state_dir.join(FILE), &json)
+    }
+
+    /// Saves the state and rewrites the metrics file from it. Tries both (they may sit on
+    /// different file systems) and reports every failure with its path.
+    pub fn publish(&self, config: &BackupConfig) -> anyhow::Result<()> {
+        let saved = self.save(config.state_dir.get_ref());
+        let written = super::metrics::write(config, self);
+        match (saved, written) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(err), Ok(())) | (Ok(()), Err(err)) => Err(err),
+            (Err(saved), Err(written)) => Err(anyhow::anyhow!("{saved:#}; {written:#}")),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! `homelab backup status`: the newest good snapshot of each source and the last successful sync,
-//! each against its recovery point objective. Takes no lock: it must answer while a run is busy.
+//! `homelab backup status`: the newest good snapshot of each source, its last drill, and the
+//! last sync that completed, each against its objective. Takes no lock: it must answer while a
+//! run is busy. Exit 1 when anything is stale, a drill failed, or a time lies in the future.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,7 +11,10 @@ use super::config::BackupConfig;
 use super::state::State;
 use super::{ConfigArg, Session, last_good};
 use crate::exit::ExitStatus;
-use crate::kopia::age;
+
+/// How far in the future a recorded time may lie before it is a clock problem: more than
+/// ordinary drift between the host's clock and the one that stamped it.
+const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Debug, Args)]
 pub struct StatusCmd {
@@ -32,53 +36,155 @@ struct Status {
 struct SourceStatus {
     name: String,
     path: String,
+    ok: bool,
     last_good_snapshot: Option<String>,
     last_good_time: Option<String>,
     age_seconds: Option<u64>,
     rpo_seconds: u64,
     stale: bool,
+    /// The last good snapshot's time lies in the future: its age means nothing.
+    clock_skew: bool,
+    last_drill_time: Option<String>,
+    last_drill_ok: Option<bool>,
+    /// What is wrong, in words; empty when ok.
+    problems: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
 struct SyncStatus {
-    last_success_time: Option<String>,
+    ok: bool,
+    /// The last sync that completed: an interrupted one may have left the mirror listing
+    /// snapshots whose data is not there yet.
+    last_complete_time: Option<String>,
+    last_attempt_ok: Option<bool>,
     age_seconds: Option<u64>,
     rpo_seconds: u64,
     stale: bool,
+    clock_skew: bool,
+    problems: Vec<String>,
+}
+
+/// A recorded time measured against now and an objective.
+struct Freshness {
+    age: Option<Duration>,
+    stale: bool,
+    ahead: Option<Duration>,
+}
+
+fn freshness(time: Option<SystemTime>, objective: Duration, now: SystemTime) -> Freshness {
+    let Some(time) = time else {
+        return Freshness {
+            age: None,
+            stale: true,
+            ahead: None,
+        };
+    };
+    match now.duration_since(time) {
+        Ok(age) => Freshness {
+            age: Some(age),
+            stale: age > objective,
+            ahead: None,
+        },
+        Err(ahead) => {
+            let ahead = ahead.duration();
+            Freshness {
+                age: Some(Duration::ZERO),
+                stale: false,
+                ahead: (ahead > CLOCK_SKEW_ALLOWANCE).then_some(ahead),
+            }
+        }
+    }
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+fn from_unix(seconds: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(seconds)
+}
+
+fn skew_problem(what: &str, ahead: Duration) -> String {
+    format!(
+        "clock skew: the {what} is {} in the future (check the host's clock and time sync)",
+        humantime::format_duration(Duration::from_secs(ahead.as_secs()))
+    )
 }
 
 pub fn run(config: &BackupConfig, cmd: &StatusCmd) -> anyhow::Result<ExitStatus> {
-    let session = Session::open(config, None)?;
+    let session = Session::open(config, None, super::STATUS_TIME_LIMIT)?;
     let snapshots = session.kopia.all_snapshots()?;
+    let state = State::load(config.state_dir.get_ref());
+    let now = SystemTime::now();
     let mut sources = Vec::new();
     for source in &config.sources {
         let good = last_good(&snapshots, source.path());
         let time = good.and_then(|m| m.end().or(m.start()));
-        let age = time.map(age);
+        let fresh = freshness(time, config.rpo, now);
+        let recorded = state.sources.get(source.name());
+        let drill_time = recorded.and_then(|s| s.last_drill).map(from_unix);
+        let drill_ok = recorded.and_then(|s| s.last_drill_ok);
+        let mut problems = Vec::new();
+        match (time, fresh.age) {
+            (None, _) => problems.push("no good snapshot".to_owned()),
+            (Some(_), Some(age)) if fresh.stale => problems.push(format!(
+                "stale: the last good snapshot is {} old, the objective is {}",
+                humantime::format_duration(Duration::from_secs(age.as_secs())),
+                humantime::format_duration(config.rpo)
+            )),
+            _ => {}
+        }
+        if let Some(ahead) = fresh.ahead {
+            problems.push(skew_problem("last good snapshot", ahead));
+        }
+        if drill_ok == Some(false) {
+            problems.push("the last drill failed".to_owned());
+        }
         sources.push(SourceStatus {
             name: source.name().to_owned(),
             path: source.path().display().to_string(),
+            ok: problems.is_empty(),
             last_good_snapshot: good.map(|m| m.id.clone()),
-            last_good_time: time.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
-            age_seconds: age.map(|a| a.as_secs()),
+            last_good_time: time.map(rfc3339),
+            age_seconds: fresh.age.map(|a| a.as_secs()),
             rpo_seconds: config.rpo.as_secs(),
-            stale: age.is_none_or(|a| a > config.rpo),
+            stale: fresh.stale,
+            clock_skew: fresh.ahead.is_some(),
+            last_drill_time: drill_time.map(rfc3339),
+            last_drill_ok: drill_ok,
+            problems,
         });
     }
     let sync = config.offsite.as_ref().map(|offsite| {
-        let state = State::load(config.state_dir.get_ref());
-        let time = state.last_sync.map(|t| UNIX_EPOCH + Duration::from_secs(t));
-        let age = time.map(age);
+        let time = state.last_sync.map(from_unix);
+        let fresh = freshness(time, offsite.rpo, now);
+        let mut problems = Vec::new();
+        if fresh.stale {
+            problems.push(match fresh.age {
+                None => "no sync has completed yet".to_owned(),
+                Some(age) => format!(
+                    "stale: the last complete sync is {} old, the objective is {}",
+                    humantime::format_duration(Duration::from_secs(age.as_secs())),
+                    humantime::format_duration(offsite.rpo)
+                ),
+            });
+        }
+        if let Some(ahead) = fresh.ahead {
+            problems.push(skew_problem("last complete sync", ahead));
+        }
         SyncStatus {
-            last_success_time: time
-                .map(|t: SystemTime| humantime::format_rfc3339_seconds(t).to_string()),
-            age_seconds: age.map(|a| a.as_secs()),
+            ok: problems.is_empty(),
+            last_complete_time: time.map(rfc3339),
+            last_attempt_ok: state.last_sync_ok,
+            age_seconds: fresh.age.map(|a| a.as_secs()),
             rpo_seconds: offsite.rpo.as_secs(),
-            stale: age.is_none_or(|a| a > offsite.rpo),
+            stale: fresh.stale,
+            clock_skew: fresh.ahead.is_some(),
+            problems,
         }
     });
     let status = Status {
-        ok: sources.iter().all(|s| !s.stale) && sync.as_ref().is_none_or(|s| !s.stale),
+        ok: sources.iter().all(|s| s.ok) && sync.as_ref().is_none_or(|s| s.ok),
         sources,
         sync,
     };
@@ -95,28 +201,71 @@ pub fn run(config: &BackupConfig, cmd: &StatusCmd) -> anyhow::Result<ExitStatus>
 }
 
 fn print(status: &Status) {
-    let verdict = |stale: bool| if stale { "STALE" } else { "ok" };
+    let verdict = |ok: bool| if ok { "ok" } else { "FAIL" };
     let ago = |age: Option<u64>| {
         age.map_or("never".to_owned(), |s| {
             format!("{} ago", humantime::format_duration(Duration::from_secs(s)))
         })
     };
     for s in &status.sources {
+        let drill = match (&s.last_drill_time, s.last_drill_ok) {
+            (Some(time), Some(true)) => format!("drill ok {time}"),
+            (Some(time), _) => format!("drill FAILED {time}"),
+            (None, _) => "never drilled".to_owned(),
+        };
         println!(
-            "  {:<6} {:<12} last good {:<24} {}",
-            verdict(s.stale),
+            "  {:<4} {:<12} last good {:<22} {:<16} {drill}",
+            verdict(s.ok),
             s.name,
             s.last_good_time.as_deref().unwrap_or("never"),
-            ago(s.age_seconds)
+            if s.clock_skew {
+                "IN THE FUTURE".to_owned()
+            } else {
+                ago(s.age_seconds)
+            },
         );
+        for problem in &s.problems {
+            println!("         {problem}");
+        }
     }
     if let Some(sync) = &status.sync {
+        let attempt = match sync.last_attempt_ok {
+            Some(false) => "; the last attempt failed",
+            _ => "",
+        };
         println!(
-            "  {:<6} {:<12} last sync {:<24} {}",
-            verdict(sync.stale),
+            "  {:<4} {:<12} last complete sync {:<22} {}{attempt}",
+            verdict(sync.ok),
             "r2",
-            sync.last_success_time.as_deref().unwrap_or("never"),
-            ago(sync.age_seconds)
+            sync.last_complete_time.as_deref().unwrap_or("never"),
+            if sync.clock_skew {
+                "IN THE FUTURE".to_owned()
+            } else {
+                ago(sync.age_seconds)
+            },
         );
+        for problem in &sync.problems {
+            println!("         {problem}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::freshness;
+
+    #[test]
+    fn a_time_in_the_future_is_skew_not_freshness() {
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let ahead = freshness(Some(now + hour), hour, now);
+        assert_eq!(ahead.ahead, Some(hour));
+        let drift = freshness(Some(now + Duration::from_secs(60)), hour, now);
+        assert_eq!(drift.ahead, None, "a minute of drift is tolerated");
+        let old = freshness(Some(now - 2 * hour), hour, now);
+        assert!(old.stale);
+        assert!(freshness(None, hour, now).stale);
     }
 }

@@ -1,14 +1,21 @@
 //! SQLite databases copied with the online backup API, in one step inside one read transaction:
-//! in WAL mode writers carry on, and the copy is the database as of one commit.
+//! in WAL mode writers carry on, and the copy is the database as of one commit. A copy counts
+//! only when the backup reached its end (`StepResult::Done`), is not empty when the live
+//! database is not, and passes a full `integrity_check`: a locked or corrupt database fails its
+//! source, and the previous snapshot stays the last good one.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rusqlite::backup::Backup;
+use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
 use super::{Capture, CaptureError, Context};
 use crate::backup::config::SqliteCapture;
+use crate::process::Cancel;
+
+/// How long one backup step waits on a lock before we look at the clock and the cancel flag.
+const STEP_WAIT: Duration = Duration::from_millis(250);
 
 pub struct Sqlite<'a>(pub &'a SqliteCapture);
 
@@ -21,14 +28,18 @@ impl Capture for Sqlite<'_> {
         let databases = matches(cx.source, self.0.databases.get_ref())?;
         for relative in databases {
             if cx.cancel.is_cancelled() {
-                return Err(CaptureError::Failed("interrupted by a signal".into()));
+                return Err(CaptureError::Failed(format!(
+                    "stopped: {}",
+                    cx.cancel.reason()
+                )));
             }
             let live = cx.source.join(&relative);
             let copy = cx.staging.join(&relative);
-            copy_database(&live, &copy).map_err(|err| {
-                CaptureError::Failed(format!("SQLite copy of {} failed: {err}", live.display()))
-            })?;
-            tracing::info!(database = %live.display(), "copied SQLite database");
+            let pages =
+                copy_database(&live, &copy, self.0.busy_timeout, cx.cancel).map_err(|err| {
+                    CaptureError::Failed(format!("SQLite copy of {} failed: {err}", live.display()))
+                })?;
+            tracing::info!(database = %live.display(), pages, "copied SQLite database, integrity_check ok");
         }
         Ok(())
     }
@@ -38,16 +49,20 @@ impl Capture for Sqlite<'_> {
         let mut checked = Vec::new();
         for relative in databases {
             let path = restored_staging.join(&relative);
-            let result = integrity_check(&path).map_err(|err| {
-                CaptureError::Failed(format!("cannot check {}: {err}", path.display()))
-            })?;
-            if result != "ok" {
+            let pages = check_copy(&path)
+                .map_err(|err| CaptureError::Failed(format!("{}: {err}", path.display())))?;
+            // Capture refuses empty copies of databases that hold data; an empty one here is
+            // a snapshot made before that rule, and restoring it would lose everything.
+            if pages == 0 {
                 return Err(CaptureError::Failed(format!(
-                    "integrity_check of {} reported: {result}",
+                    "{} is an empty database (0 pages)",
                     path.display()
                 )));
             }
-            checked.push(format!("{}: integrity_check ok", relative.display()));
+            checked.push(format!(
+                "{}: integrity_check ok, {pages} pages",
+                relative.display()
+            ));
         }
         Ok(checked)
     }
@@ -83,38 +98,88 @@ fn matches(root: &Path, patterns: &[String]) -> Result<Vec<PathBuf>, CaptureErro
     Ok(found)
 }
 
-fn copy_database(live: &Path, copy: &Path) -> Result<(), String> {
+/// Copies `live` to `copy` and checks the copy; returns its page count.
+fn copy_database(
+    live: &Path,
+    copy: &Path,
+    busy_timeout: Duration,
+    cancel: &Cancel,
+) -> Result<u64, String> {
     if let Some(parent) = copy.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|err| format!("cannot create {}: {err}", parent.display()))?;
     }
-    online_copy(live, copy).map_err(|err| err.to_string())?;
-    let copied = Connection::open(copy).map_err(|err| err.to_string())?;
-    let check: String = copied
-        .query_row("PRAGMA quick_check", [], |row| row.get(0))
-        .map_err(|err| err.to_string())?;
-    if check != "ok" {
-        return Err(format!("quick_check of the copy reported: {check}"));
+    online_copy(live, copy, busy_timeout, cancel)?;
+    let pages = check_copy(copy)?;
+    let live_bytes = std::fs::metadata(live).map(|m| m.len()).unwrap_or(0);
+    if pages == 0 && live_bytes > 0 {
+        return Err(format!(
+            "the copy is empty although the live database has {live_bytes} bytes"
+        ));
     }
-    Ok(())
+    Ok(pages)
 }
 
-fn online_copy(live: &Path, copy: &Path) -> rusqlite::Result<()> {
+/// The whole database in one backup step. Another process's lock (an open write transaction,
+/// `locking_mode=EXCLUSIVE`) makes the step return `Busy` or `Locked` as a value, not an error:
+/// retried until `busy_timeout`, then a failure. Only `Done` is a complete copy.
+fn online_copy(
+    live: &Path,
+    copy: &Path,
+    busy_timeout: Duration,
+    cancel: &Cancel,
+) -> Result<(), String> {
     let source = Connection::open_with_flags(
         live,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    source.busy_timeout(Duration::from_secs(30))?;
-    let mut target = Connection::open(copy)?;
-    {
-        let backup = Backup::new(&source, &mut target)?;
-        // All pages in one step: the copy cannot restart under a busy writer.
-        backup.step(-1)?;
+    )
+    .map_err(|err| err.to_string())?;
+    source
+        .busy_timeout(STEP_WAIT)
+        .map_err(|err| err.to_string())?;
+    let mut target = Connection::open(copy).map_err(|err| err.to_string())?;
+    let started = Instant::now();
+    loop {
+        let step = {
+            let backup = Backup::new(&source, &mut target).map_err(|err| err.to_string())?;
+            // All pages in one step: the copy cannot restart under a busy writer.
+            backup.step(-1).map_err(|err| err.to_string())?
+        };
+        match step {
+            StepResult::Done => break,
+            StepResult::Busy | StepResult::Locked => {
+                if started.elapsed() >= busy_timeout {
+                    return Err(format!(
+                        "another process kept the database locked for {}; no copy was made",
+                        humantime::format_duration(busy_timeout)
+                    ));
+                }
+                if !cancel.sleep(STEP_WAIT) {
+                    return Err(format!("stopped: {}", cancel.reason()));
+                }
+            }
+            // Not expected from a step over all pages; never taken for a complete copy.
+            other => return Err(format!("the online backup stopped early ({other:?})")),
+        }
     }
-    target.close().map_err(|(_, err)| err)
+    target.close().map_err(|(_, err)| err.to_string())
 }
 
-fn integrity_check(path: &Path) -> rusqlite::Result<String> {
-    let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    db.query_row("PRAGMA integrity_check", [], |row| row.get(0))
+/// A full `integrity_check` (it finds index corruption that `quick_check` misses) of a copy;
+/// returns its page count. A file that is not a database fails here.
+fn check_copy(path: &Path) -> Result<u64, String> {
+    let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|err| err.to_string())?;
+    let mut statement = db
+        .prepare("PRAGMA integrity_check(20)")
+        .map_err(|err| err.to_string())?;
+    let findings: Vec<String> = statement
+        .query_map([], |row| row.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|err| err.to_string())?;
+    if findings != ["ok"] {
+        return Err(format!("integrity_check reported: {}", findings.join("; ")));
+    }
+    db.query_row("PRAGMA page_count", [], |row| row.get(0))
+        .map_err(|err| err.to_string())
 }
