@@ -6,6 +6,7 @@
 {
   state-dir = backup.state-dir;
   textfile-dir = backup.textfile-dir;
+  time-limit = backup.time-limit;
   repository = {
     path = backup.repository;
     password-file = secrets.repositoryPassword;

@@ -1,6 +1,7 @@
-# Host backups: `homelab backup run` daily and `homelab backup sync` to R2 every 6 hours, from
-# timers that catch up after downtime, with a configuration generated from homelab.toml and the
-# credentials from sops-nix.
+# Host backups: `homelab backup run` daily, `homelab backup sync` to R2 every 6 hours, a weekly
+# drill and weekly verification of the repository and of the mirror, from timers that catch up
+# after downtime, each unit bounded by its job's time limit. The configuration is generated from
+# homelab.toml and the credentials come from sops-nix.
 { config, lib, pkgs, ... }:
 
 let
@@ -17,7 +18,9 @@ let
     };
   };
   configFile = (pkgs.formats.toml { }).generate "homelab-backup.toml" settings;
-  job = description: command: {
+  # `limit` is a job's time limit from homelab.toml (humantime syntax, which systemd's time spans
+  # accept for the units used there); the unit allows 15 minutes more for the job's cleanup.
+  job = description: command: limit: {
     inherit description;
     after = [ "network-online.target" "k3s.service" ];
     wants = [ "network-online.target" ];
@@ -29,6 +32,7 @@ let
     serviceConfig = {
       Type = "oneshot";
       ExecStart = "${lib.getExe cfg.package} backup ${command}";
+      TimeoutStartSec = "${limit} 15min";
       # Room for a stopped app to be started again after SIGTERM (see docs/backup.md).
       TimeoutStopSec = "15min";
       Nice = 10;
@@ -43,6 +47,7 @@ let
       RandomizedDelaySec = cfg.backup.randomizedDelay;
     };
   };
+  limits = backup.time-limit;
 in
 {
   options.homelab.backup = {
@@ -55,6 +60,21 @@ in
       type = lib.types.str;
       default = backup.sync-at;
       description = "systemd calendar of `homelab backup sync` (the R2 mirror).";
+    };
+    drillAt = lib.mkOption {
+      type = lib.types.str;
+      default = backup.drill-at;
+      description = "systemd calendar of `homelab backup drill` (restore and check every source).";
+    };
+    verifyAt = lib.mkOption {
+      type = lib.types.str;
+      default = backup.verify-at;
+      description = "systemd calendar of `homelab backup verify` (the local repository).";
+    };
+    verifyOffsiteAt = lib.mkOption {
+      type = lib.types.str;
+      default = backup.verify-offsite-at;
+      description = "systemd calendar of `homelab backup verify --offsite` (the R2 mirror).";
     };
     randomizedDelay = lib.mkOption {
       type = lib.types.str;
@@ -91,9 +111,19 @@ in
       AWS_SECRET_ACCESS_KEY=${config.sops.placeholder."r2/secret-access-key"}
     '';
     environment.systemPackages = [ cfg.package pkgs.kopia ];
-    systemd.services.homelab-backup = job "Consistent Kopia snapshots of the homelab's data" "run";
-    systemd.services.homelab-backup-sync = job "Mirror the Kopia repository to Cloudflare R2" "sync";
-    systemd.timers.homelab-backup = timer cfg.backup.runAt;
-    systemd.timers.homelab-backup-sync = timer cfg.backup.syncAt;
+    systemd.services = {
+      homelab-backup = job "Consistent Kopia snapshots of the homelab's data" "run" limits.run;
+      homelab-backup-sync = job "Mirror the Kopia repository to Cloudflare R2" "sync" limits.sync;
+      homelab-backup-drill = job "Restore every source's last good snapshot and check it" "drill" limits.drill;
+      homelab-backup-verify = job "Verify the local Kopia repository" "verify" limits.verify;
+      homelab-backup-verify-offsite = job "Verify the R2 mirror, read-only, from the bucket" "verify --offsite" limits.verify;
+    };
+    systemd.timers = {
+      homelab-backup = timer cfg.backup.runAt;
+      homelab-backup-sync = timer cfg.backup.syncAt;
+      homelab-backup-drill = timer cfg.backup.drillAt;
+      homelab-backup-verify = timer cfg.backup.verifyAt;
+      homelab-backup-verify-offsite = timer cfg.backup.verifyOffsiteAt;
+    };
   };
 }

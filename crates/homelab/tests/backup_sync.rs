@@ -9,16 +9,7 @@ use std::process::Command;
 use common::{HttpStandIn, Lab, S3_KEY_ID, S3_SECRET, S3Server, require, stderr, stdout};
 
 fn credentials(lab: &Lab, endpoint: &str, bucket: &str) -> PathBuf {
-    let path = lab.path(&format!("r2-{bucket}.env"));
-    std::fs::write(
-        &path,
-        format!(
-            "# written by sops-nix on the host\nR2_ENDPOINT={endpoint}\nR2_BUCKET={bucket}\n\
-             AWS_ACCESS_KEY_ID={S3_KEY_ID}\nAWS_SECRET_ACCESS_KEY={S3_SECRET}\n"
-        ),
-    )
-    .expect("credentials");
-    path
+    lab.s3_credentials(endpoint, bucket, S3_KEY_ID, S3_SECRET)
 }
 
 fn files_under(dir: &Path) -> usize {

@@ -132,11 +132,16 @@ fn timer_calendars_are_valid_and_as_designed() {
     }
     let facts = facts();
     let backup = facts["backup"].as_table().expect("[backup]");
-    let run_at = backup["run-at"].as_str().expect("run-at");
-    let sync_at = backup["sync-at"].as_str().expect("sync-at");
-    for (calendar, normalized) in [(run_at, "*-*-* 02:30:00"), (sync_at, "*-*-* 00/6:00:00")] {
+    let calendar = |key: &str| backup[key].as_str().expect(key).to_owned();
+    for (calendar, normalized) in [
+        (calendar("run-at"), "*-*-* 02:30:00"),
+        (calendar("sync-at"), "*-*-* 00/6:00:00"),
+        (calendar("drill-at"), "Sun *-*-* 04:00:00"),
+        (calendar("verify-at"), "Wed *-*-* 04:00:00"),
+        (calendar("verify-offsite-at"), "Thu *-*-* 04:00:00"),
+    ] {
         let out = Command::new("systemd-analyze")
-            .args(["calendar", calendar])
+            .args(["calendar", &calendar])
             .output()
             .expect("systemd-analyze runs");
         assert!(out.status.success(), "{calendar}: {}", stderr(&out));
@@ -154,6 +159,31 @@ fn timer_calendars_are_valid_and_as_designed() {
         .output()
         .expect("systemd-analyze runs");
     assert!(out.status.success(), "{delay}: {}", stderr(&out));
+    // The units' TimeoutStartSec is each job's limit (humantime, read by homelab) followed by
+    // 15 minutes for cleanup: systemd must read the same text as the same span.
+    let limits = backup["time-limit"]
+        .as_table()
+        .expect("[backup.time-limit]");
+    for job in ["run", "sync", "verify", "drill"] {
+        let limit = limits[job].as_str().expect("limit");
+        let span = format!("{limit} 15min");
+        let out = Command::new("systemd-analyze")
+            .args(["timespan", &span])
+            .output()
+            .expect("systemd-analyze runs");
+        assert!(out.status.success(), "{span}: {}", stderr(&out));
+        let micros: u64 = stdout(&out)
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("μs: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{span}: {}", stdout(&out)));
+        let homelab = humantime::parse_duration(limit).expect("humantime reads the limit");
+        assert_eq!(
+            micros,
+            (homelab.as_secs() + 15 * 60) * 1_000_000,
+            "{job}: systemd and homelab read {limit:?} differently"
+        );
+    }
 }
 
 #[test]

@@ -64,6 +64,8 @@ pub fn run(config: &BackupConfig, cmd: &DrillCmd) -> anyhow::Result<ExitStatus> 
     }
     let session = Session::open(config, Some("backup drill"), config.time_limit.drill)?;
     let snapshots = session.kopia.all_snapshots()?;
+    // A drill proves the repository, not kopia's local cache of it.
+    session.kopia.clear_cache()?;
     // The temporary folder is removed on every way out, a signal included (the restore is stopped
     // through the cancel flag and this function returns normally).
     let temp;

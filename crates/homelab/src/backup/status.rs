@@ -1,6 +1,7 @@
 //! `homelab backup status`: the newest good snapshot of each source, its last drill, and the
 //! last sync that completed, each against its objective. Takes no lock: it must answer while a
-//! run is busy. Exit 1 when anything is stale, a drill failed, or a time lies in the future.
+//! run is busy. Exit 1 when anything is stale, the last run or drill of a source failed, or a
+//! time lies in the future.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -136,6 +137,9 @@ pub fn run(config: &BackupConfig, cmd: &StatusCmd) -> anyhow::Result<ExitStatus>
         }
         if let Some(ahead) = fresh.ahead {
             problems.push(skew_problem("last good snapshot", ahead));
+        }
+        if recorded.is_some_and(|s| !s.last_attempt_ok) {
+            problems.push("the last run of this source failed (see that run's log)".to_owned());
         }
         if drill_ok == Some(false) {
             problems.push("the last drill failed".to_owned());

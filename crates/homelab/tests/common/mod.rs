@@ -156,6 +156,27 @@ impl Lab {
             .expect("kopia runs")
     }
 
+    /// An offsite credentials file (the environment file sops-nix writes on the host) for
+    /// `bucket` on the S3 server at `endpoint`, with the given keys.
+    pub fn s3_credentials(
+        &self,
+        endpoint: &str,
+        bucket: &str,
+        key_id: &str,
+        secret: &str,
+    ) -> PathBuf {
+        let path = self.path(&format!("r2-{bucket}-{key_id}.env"));
+        std::fs::write(
+            &path,
+            format!(
+                "# written by sops-nix on the host\nR2_ENDPOINT={endpoint}\nR2_BUCKET={bucket}\n\
+                 AWS_ACCESS_KEY_ID={key_id}\nAWS_SECRET_ACCESS_KEY={secret}\n"
+            ),
+        )
+        .expect("credentials");
+        path
+    }
+
     /// Snapshots of `source` in the repository, oldest first, incomplete ones included.
     pub fn snapshots(&self, source: &Path) -> Vec<serde_json::Value> {
         let out = self.kopia(&[
@@ -228,6 +249,8 @@ impl S3Server {
             .arg("--auth-key")
             .arg(format!("{S3_KEY_ID},{S3_SECRET}"))
             .args(["--config", "/dev/null"])
+            // Objects the tests remove from the bucket folder must be gone at once, as on R2.
+            .args(["--dir-cache-time", "0s"])
             .arg(&root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -243,6 +266,12 @@ impl S3Server {
 
     pub fn stop(&mut self) {
         self.child.take();
+    }
+
+    /// The server's process ID, to freeze it (SIGSTOP) the way a hung endpoint behaves.
+    pub fn pid(&self) -> i32 {
+        let child = self.child.as_ref().expect("the S3 server is running");
+        i32::try_from(child.0.id()).expect("pid fits")
     }
 
     pub fn endpoint(&self) -> String {

@@ -49,19 +49,21 @@ impl Capture for Sqlite<'_> {
         let mut checked = Vec::new();
         for relative in databases {
             let path = restored_staging.join(&relative);
-            let pages = check_copy(&path)
+            let copied = check_copy(&path)
                 .map_err(|err| CaptureError::Failed(format!("{}: {err}", path.display())))?;
-            // Capture refuses empty copies of databases that hold data; an empty one here is
-            // a snapshot made before that rule, and restoring it would lose everything.
-            if pages == 0 {
+            // Capture refuses empty copies; an empty one here is a snapshot made before that
+            // rule, and restoring it would lose everything.
+            if copied.is_empty() {
                 return Err(CaptureError::Failed(format!(
-                    "{} is an empty database (0 pages)",
+                    "{} is an empty database (no tables)",
                     path.display()
                 )));
             }
             checked.push(format!(
-                "{}: integrity_check ok, {pages} pages",
-                relative.display()
+                "{}: integrity_check ok, {} pages, {} schema objects",
+                relative.display(),
+                copied.pages,
+                copied.schema_objects
             ));
         }
         Ok(checked)
@@ -110,14 +112,20 @@ fn copy_database(
             .map_err(|err| format!("cannot create {}: {err}", parent.display()))?;
     }
     online_copy(live, copy, busy_timeout, cancel)?;
-    let pages = check_copy(copy)?;
-    let live_bytes = std::fs::metadata(live).map(|m| m.len()).unwrap_or(0);
-    if pages == 0 && live_bytes > 0 {
-        return Err(format!(
-            "the copy is empty although the live database has {live_bytes} bytes"
-        ));
+    let copied = check_copy(copy)?;
+    // An empty copy must never become the last good snapshot of an app's database, whether
+    // the copy failed silently or the live file lost its contents.
+    if copied.is_empty() {
+        let live_bytes = std::fs::metadata(live).map(|m| m.len()).unwrap_or(0);
+        return Err(if live_bytes > 0 {
+            format!("the copy is empty although the live database has {live_bytes} bytes")
+        } else {
+            "the live database is empty (no tables): refusing to replace the last good \
+             snapshot with an empty copy (remove it from sqlite.databases if that is intended)"
+                .to_owned()
+        });
     }
-    Ok(pages)
+    Ok(copied.pages)
 }
 
 /// The whole database in one backup step. Another process's lock (an open write transaction,
@@ -165,9 +173,22 @@ fn online_copy(
     target.close().map_err(|(_, err)| err.to_string())
 }
 
-/// A full `integrity_check` (it finds index corruption that `quick_check` misses) of a copy;
-/// returns its page count. A file that is not a database fails here.
-fn check_copy(path: &Path) -> Result<u64, String> {
+/// What a checked copy holds.
+struct Copied {
+    pages: u64,
+    /// Tables, indexes, views and triggers.
+    schema_objects: u64,
+}
+
+impl Copied {
+    fn is_empty(&self) -> bool {
+        self.pages == 0 || self.schema_objects == 0
+    }
+}
+
+/// A full `integrity_check` (it finds index corruption that `quick_check` misses) of a copy,
+/// then its size. A file that is not a database fails here.
+fn check_copy(path: &Path) -> Result<Copied, String> {
     let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|err| err.to_string())?;
     let mut statement = db
@@ -180,6 +201,12 @@ fn check_copy(path: &Path) -> Result<u64, String> {
     if findings != ["ok"] {
         return Err(format!("integrity_check reported: {}", findings.join("; ")));
     }
-    db.query_row("PRAGMA page_count", [], |row| row.get(0))
-        .map_err(|err| err.to_string())
+    let count = |sql: &str| -> Result<u64, String> {
+        db.query_row(sql, [], |row| row.get(0))
+            .map_err(|err| err.to_string())
+    };
+    Ok(Copied {
+        pages: count("PRAGMA page_count")?,
+        schema_objects: count("SELECT count(*) FROM sqlite_schema")?,
+    })
 }
