@@ -437,6 +437,18 @@ impl Kopia {
         self.run_json(&["snapshot", "list", "--json", "--incomplete"])
     }
 
+    /// Every snapshot in the repository, whichever user and host made it (a rebuilt host has
+    /// another name than the one that wrote the mirror).
+    pub fn snapshots_of_every_client(&self) -> Result<Vec<Manifest>, KopiaError> {
+        self.run_json(&["snapshot", "list", "--all", "--json", "--incomplete"])
+    }
+
+    /// Checks that every file of the snapshot is backed by packs that exist (no download).
+    pub fn verify_snapshot(&self, id: &str) -> Result<(), KopiaError> {
+        self.run(&["snapshot", "verify", id, "--verify-files-percent=0"])
+            .map(drop)
+    }
+
     pub fn delete_snapshot(&self, id: &str) -> Result<(), KopiaError> {
         self.run(&["snapshot", "delete", id, "--delete"]).map(drop)
     }

@@ -146,20 +146,39 @@ pub fn run_with_input(
     timeout: Option<Duration>,
     capture_stdout: bool,
 ) -> Result<Finished, ProcessError> {
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    spawn_and_wait(command, stdin, input, cancel, timeout, capture_stdout)
+}
+
+/// [`run`], with the child's stdin read from `file` (a dump loaded by `psql`).
+pub fn run_with_stdin_file(
+    command: &mut Command,
+    file: std::fs::File,
+    cancel: &Cancel,
+    timeout: Option<Duration>,
+) -> Result<Finished, ProcessError> {
+    spawn_and_wait(command, Stdio::from(file), None, cancel, timeout, true)
+}
+
+fn spawn_and_wait(
+    command: &mut Command,
+    stdin: Stdio,
+    input: Option<Vec<u8>>,
+    cancel: &Cancel,
+    timeout: Option<Duration>,
+    capture_stdout: bool,
+) -> Result<Finished, ProcessError> {
     let program = program_name(command.get_program());
     if capture_stdout {
         command.stdout(Stdio::piped());
     }
     // Own process group: stopping it stops the grandchildren too (a `sh -c` and its `sleep`),
     // which would otherwise hold our pipes open.
-    command
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stderr(Stdio::piped())
-        .process_group(0);
+    command.stdin(stdin).stderr(Stdio::piped()).process_group(0);
     // Linux only (the MacBook has no parent-death signal; there the client is not left running
     // unattended).
     #[cfg(target_os = "linux")]

@@ -191,6 +191,28 @@ pub struct Source {
     pub quiesce: Option<QuiesceCapture>,
     pub sqlite: Option<SqliteCapture>,
     pub dump: Option<DumpCapture>,
+    pub restore: Option<RestoreSteps>,
+}
+
+/// How `backup restore --in-place` replaces the live data: stop the app, swap the folders, carry
+/// over what the snapshot leaves out, start, load the dump, finish.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RestoreSteps {
+    /// Stops the app (default: `quiesce.stop`). An empty list says there is nothing to stop.
+    pub stop: Option<Spanned<Vec<Vec<String>>>>,
+    /// Starts the app, or what loading the dump needs (default: `quiesce.start`).
+    pub start: Option<Spanned<Vec<Vec<String>>>>,
+    /// Paths relative to the source, excluded from its snapshots, that the live app keeps
+    /// (Immich's Postgres data folder): moved from the set-aside folder into the restored one.
+    pub keep: Option<Spanned<Vec<String>>>,
+    /// Loads the dump, given on its standard input (`psql` through `kubectl exec -i`).
+    pub load_dump: Option<Spanned<Vec<String>>>,
+    /// Runs after the dump is loaded (start the rest of the app).
+    pub after_load: Option<Spanned<Vec<Vec<String>>>>,
+    /// Limit for each command (the dump load included).
+    #[serde(default = "defaults::restore_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 /// Copy SQLite databases with the online backup API.
@@ -233,6 +255,18 @@ pub struct QuiesceCapture {
     pub snapshot_timeout: Duration,
 }
 
+impl RestoreSteps {
+    pub fn keep(&self) -> &[String] {
+        self.keep.as_ref().map_or(&[], |k| k.get_ref().as_slice())
+    }
+
+    pub fn after_load(&self) -> &[Vec<String>] {
+        self.after_load
+            .as_ref()
+            .map_or(&[], |c| c.get_ref().as_slice())
+    }
+}
+
 mod defaults {
     use std::time::Duration;
 
@@ -271,6 +305,9 @@ mod defaults {
     }
     pub fn snapshot_timeout() -> Duration {
         Duration::from_secs(3600)
+    }
+    pub fn restore_timeout() -> Duration {
+        Duration::from_secs(2 * 3600)
     }
     pub fn busy_timeout() -> Duration {
         Duration::from_secs(60)
@@ -422,6 +459,58 @@ impl BackupConfig {
                     ));
                 }
             }
+            if let Some(restore) = &source.restore {
+                let lists = [
+                    ("restore.stop", restore.stop.as_ref()),
+                    ("restore.start", restore.start.as_ref()),
+                    ("restore.after-load", restore.after_load.as_ref()),
+                ];
+                for (field, commands) in lists {
+                    if let Some(commands) = commands
+                        && commands
+                            .get_ref()
+                            .iter()
+                            .any(|c| c.first().is_none_or(|p| p.is_empty()))
+                    {
+                        return Err(invalid(
+                            &key(field),
+                            commands,
+                            "a list of commands, each a program and its arguments",
+                        ));
+                    }
+                }
+                if let Some(load) = &restore.load_dump
+                    && load.get_ref().first().is_none_or(|p| p.is_empty())
+                {
+                    return Err(invalid(
+                        &key("restore.load-dump"),
+                        load,
+                        "a program and its arguments that reads the dump on stdin",
+                    ));
+                }
+                if let Some(load) = &restore.load_dump
+                    && source.dump.is_none()
+                {
+                    return Err(invalid(
+                        &key("restore.load-dump"),
+                        load,
+                        "a [source.dump] table beside it: there is no dump to load",
+                    ));
+                }
+                if let Some(keep) = &restore.keep
+                    && keep.get_ref().iter().any(|k| {
+                        k.is_empty()
+                            || k.starts_with('/')
+                            || k.split('/').any(|part| part == ".." || part == ".")
+                    })
+                {
+                    return Err(invalid(
+                        &key("restore.keep"),
+                        keep,
+                        "paths relative to the source path, without `.` or `..`",
+                    ));
+                }
+            }
             if let Some(quiesce) = &source.quiesce {
                 for (field, commands) in [("stop", &quiesce.stop), ("start", &quiesce.start)] {
                     let empty = commands.get_ref().is_empty()
@@ -533,6 +622,25 @@ impl Source {
 
     pub fn path(&self) -> &Path {
         self.path.get_ref()
+    }
+
+    /// The commands that stop the app for an in-place restore: `restore.stop`, else the
+    /// quiesce stop commands; `None` when neither says how.
+    pub fn restore_stop(&self) -> Option<&[Vec<String>]> {
+        self.restore
+            .as_ref()
+            .and_then(|r| r.stop.as_ref())
+            .or(self.quiesce.as_ref().map(|q| &q.stop))
+            .map(|c| c.get_ref().as_slice())
+    }
+
+    /// The commands that start the app again after an in-place restore.
+    pub fn restore_start(&self) -> &[Vec<String>] {
+        self.restore
+            .as_ref()
+            .and_then(|r| r.start.as_ref())
+            .or(self.quiesce.as_ref().map(|q| &q.start))
+            .map_or(&[], |c| c.get_ref().as_slice())
     }
 
     /// Where this source's captures are written; snapshotted with the source.

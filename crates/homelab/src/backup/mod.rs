@@ -9,6 +9,7 @@ mod lock;
 mod metrics;
 mod notify;
 mod offsite;
+mod restore;
 mod run;
 mod state;
 mod status;
@@ -47,6 +48,8 @@ pub enum BackupCmd {
     Drill(drill::DrillCmd),
     /// Last good snapshot per source and last successful sync, against the RPO.
     Status(status::StatusCmd),
+    /// Restore one source from the local repository or the R2 mirror, beside or in place.
+    Restore(restore::RestoreCmd),
     /// Parse and validate a configuration file, then print what it declares.
     CheckConfig(check_config::CheckConfigCmd),
 }
@@ -65,6 +68,7 @@ pub fn run(cmd: BackupCmd) -> ExitStatus {
         BackupCmd::Verify(c) => &c.config.config,
         BackupCmd::Drill(c) => &c.config.config,
         BackupCmd::Status(c) => &c.config.config,
+        BackupCmd::Restore(c) => &c.config.config,
         BackupCmd::CheckConfig(c) => &c.file,
     };
     let config = match BackupConfig::load(path) {
@@ -80,6 +84,7 @@ pub fn run(cmd: BackupCmd) -> ExitStatus {
         BackupCmd::Verify(c) => ("backup verify", verify::run(&config, c)),
         BackupCmd::Drill(c) => ("backup drill", drill::run(&config, c)),
         BackupCmd::Status(c) => ("backup status", status::run(&config, c)),
+        BackupCmd::Restore(c) => ("backup restore", restore::run(&config, c)),
         BackupCmd::CheckConfig(c) => return check_config::run(c, &config),
     };
     match result {
@@ -135,18 +140,24 @@ impl Session {
     /// Begins the job (see [`Job::begin`]) and connects to the repository.
     pub fn open(config: &BackupConfig, job: Option<&str>, limit: Duration) -> anyhow::Result<Self> {
         let job = Job::begin(config, job, limit)?;
-        let kopia = Kopia::new(
-            config.kopia_dir(),
-            repository_password(config)?,
-            job.cancel.clone(),
-        );
-        kopia.connect(config.repository.path.get_ref(), config.repository.create)?;
+        let kopia = local_repository(config, &job.cancel)?;
         Ok(Self {
             cancel: job.cancel.clone(),
             kopia,
             _job: job,
         })
     }
+}
+
+/// A kopia client connected to the local repository (created only when configured).
+pub(crate) fn local_repository(config: &BackupConfig, cancel: &Cancel) -> anyhow::Result<Kopia> {
+    let kopia = Kopia::new(
+        config.kopia_dir(),
+        repository_password(config)?,
+        cancel.clone(),
+    );
+    kopia.connect(config.repository.path.get_ref(), config.repository.create)?;
+    Ok(kopia)
 }
 
 /// The repository password from its file, trailing newline removed; never empty.
@@ -196,12 +207,11 @@ pub(crate) fn select_sources<'a>(
         .collect()
 }
 
-/// The snapshot that stands for the source: the pinned one, else the newest clean one.
 /// Among `snapshots` (kopia's list, oldest first), those of the source at `path`.
-pub(crate) fn of_source<'a>(
+pub(crate) fn of_source<'a, 'p>(
     snapshots: &'a [crate::kopia::Manifest],
-    path: &'a std::path::Path,
-) -> impl DoubleEndedIterator<Item = &'a crate::kopia::Manifest> + Clone {
+    path: &'p std::path::Path,
+) -> impl DoubleEndedIterator<Item = &'a crate::kopia::Manifest> + Clone + use<'a, 'p> {
     snapshots
         .iter()
         .filter(move |m| std::path::Path::new(&m.source.path) == path)
@@ -210,7 +220,7 @@ pub(crate) fn of_source<'a>(
 /// The snapshot that stands for the source at `path`: the pinned one, else the newest clean one.
 pub(crate) fn last_good<'a>(
     snapshots: &'a [crate::kopia::Manifest],
-    path: &'a std::path::Path,
+    path: &std::path::Path,
 ) -> Option<&'a crate::kopia::Manifest> {
     let ours = of_source(snapshots, path);
     ours.clone()
