@@ -1,7 +1,7 @@
 # The `homelab backup` configuration (docs/backup.example.toml), built from the [backup] table of
 # homelab.toml and the paths of the secrets. Pure, so that the tests can evaluate it with
 # nix-instantiate, without nixpkgs, and feed the result to the Rust loader.
-{ backup, secrets }:
+{ backup, secrets, sourceRepository }:
 
 {
   state-dir = backup.state-dir;
@@ -19,6 +19,10 @@
       room = backup.matrix-room;
       access-token-file = secrets.matrixToken;
     };
+  };
+  recovery-kit = {
+    age-key-file = backup.age-key-file;
+    source-repository = sourceRepository;
   };
   source = backup.source;
 }

@@ -10,6 +10,7 @@ let
   secret = name: config.sops.secrets.${name}.path;
   settings = import ../lib/backup-config.nix {
     backup = backup // { source = cfg.backup.sources; };
+    sourceRepository = cfg.facts.source-repository;
     secrets = {
       repositoryPassword = secret "kopia/repository-password";
       r2Credentials = config.sops.templates."r2-credentials.env".path;
@@ -111,6 +112,14 @@ in
       AWS_SECRET_ACCESS_KEY=${config.sops.placeholder."r2/secret-access-key"}
     '';
     environment.systemPackages = [ cfg.package pkgs.kopia ];
+    # Every switch says when the off-host recovery kit is missing or older than the keys it
+    # must hold (docs/disaster-recovery.md). A reminder only: it never fails the activation.
+    system.activationScripts.homelabRecoveryKit = {
+      deps = [ "setupSecrets" ];
+      text = ''
+        ${lib.getExe cfg.package} backup recovery-kit --check --config ${configFile} || true
+      '';
+    };
     systemd.services = {
       homelab-backup = job "Consistent Kopia snapshots of the homelab's data" "run" limits.run;
       homelab-backup-sync = job "Mirror the Kopia repository to Cloudflare R2" "sync" limits.sync;

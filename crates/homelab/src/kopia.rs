@@ -437,6 +437,18 @@ impl Kopia {
         self.run_json(&["snapshot", "list", "--json", "--incomplete"])
     }
 
+    /// The repository's unique ID (hex), as `repository status` prints it.
+    pub fn unique_id(&self) -> Result<String, KopiaError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Status {
+            #[serde(rename = "uniqueIDHex")]
+            unique_id_hex: String,
+        }
+        let status: Status = self.run_json(&["repository", "status", "--json"])?;
+        Ok(status.unique_id_hex)
+    }
+
     /// Every snapshot in the repository, whichever user and host made it (a rebuilt host has
     /// another name than the one that wrote the mirror).
     pub fn snapshots_of_every_client(&self) -> Result<Vec<Manifest>, KopiaError> {

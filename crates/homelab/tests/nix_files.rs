@@ -79,8 +79,10 @@ fn the_generated_backup_configuration_passes_the_loader() {
     }
     // The same function and facts the module uses; the secret paths as sops-nix would make them.
     let expression = r#"
+      let facts = builtins.fromTOML (builtins.readFile ./homelab.toml); in
       import ./nixos/lib/backup-config.nix {
-        backup = (builtins.fromTOML (builtins.readFile ./homelab.toml)).backup;
+        backup = facts.backup;
+        sourceRepository = facts.source-repository;
         secrets = {
           repositoryPassword = "/run/secrets/kopia/repository-password";
           r2Credentials = "/run/secrets/rendered/r2-credentials.env";
@@ -343,4 +345,28 @@ fn the_reference_host_flake_is_the_template() {
         code("templates/host-bootstrap/flake.nix"),
         "nixos/flake.nix and the template differ beyond comments"
     );
+}
+
+#[test]
+fn the_source_repository_is_one_fact_wherever_it_is_written() {
+    let facts = facts();
+    let url = facts["source-repository"]
+        .as_str()
+        .expect("source-repository");
+    let github = url
+        .strip_prefix("https://github.com/")
+        .expect("a GitHub URL");
+    let sync = std::fs::read_to_string(repo().join("flux/clusters/azalab-0/flux-system-sync.yaml"))
+        .expect("sync manifest");
+    assert!(
+        sync.lines().any(|l| l.trim() == format!("url: {url}")),
+        "Flux pulls another repository than homelab.toml names"
+    );
+    for flake in ["nixos/flake.nix", "templates/host-bootstrap/flake.nix"] {
+        let text = std::fs::read_to_string(repo().join(flake)).expect("flake");
+        assert!(
+            text.contains(&format!("homelab.url = \"github:{github}\"")),
+            "{flake} pins another repository than homelab.toml names"
+        );
+    }
 }

@@ -51,8 +51,19 @@ pub struct BackupConfig {
     pub verify: Verify,
     #[serde(default)]
     pub notify: Notify,
+    /// What `backup recovery-kit` writes down besides the repository's own secrets.
+    pub recovery_kit: Option<RecoveryKitFacts>,
     #[serde(rename = "source")]
     pub sources: Vec<Source>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RecoveryKitFacts {
+    /// sops-nix's age key: it decrypts every SOPS file, so a rebuilt host needs it back.
+    pub age_key_file: PathBuf,
+    /// The Git repository the host is built from.
+    pub source_repository: String,
 }
 
 #[derive(Debug, Deserialize)]

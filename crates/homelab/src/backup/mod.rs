@@ -9,6 +9,7 @@ mod lock;
 mod metrics;
 mod notify;
 mod offsite;
+mod recovery_kit;
 mod restore;
 mod run;
 mod state;
@@ -50,6 +51,8 @@ pub enum BackupCmd {
     Status(status::StatusCmd),
     /// Restore one source from the local repository or the R2 mirror, beside or in place.
     Restore(restore::RestoreCmd),
+    /// Write down what rebuilding this host from R2 needs (age key, passwords, R2 keys).
+    RecoveryKit(recovery_kit::RecoveryKitCmd),
     /// Parse and validate a configuration file, then print what it declares.
     CheckConfig(check_config::CheckConfigCmd),
 }
@@ -69,6 +72,7 @@ pub fn run(cmd: BackupCmd) -> ExitStatus {
         BackupCmd::Drill(c) => &c.config.config,
         BackupCmd::Status(c) => &c.config.config,
         BackupCmd::Restore(c) => &c.config.config,
+        BackupCmd::RecoveryKit(c) => &c.config.config,
         BackupCmd::CheckConfig(c) => &c.file,
     };
     let config = match BackupConfig::load(path) {
@@ -85,6 +89,7 @@ pub fn run(cmd: BackupCmd) -> ExitStatus {
         BackupCmd::Drill(c) => ("backup drill", drill::run(&config, c)),
         BackupCmd::Status(c) => ("backup status", status::run(&config, c)),
         BackupCmd::Restore(c) => ("backup restore", restore::run(&config, c)),
+        BackupCmd::RecoveryKit(c) => ("backup recovery-kit", recovery_kit::run(&config, c)),
         BackupCmd::CheckConfig(c) => return check_config::run(c, &config),
     };
     match result {

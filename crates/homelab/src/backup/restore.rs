@@ -307,6 +307,10 @@ fn execute(config: &BackupConfig, cmd: &RestoreCmd, plan: &Plan<'_>) -> anyhow::
     };
     let manifest = choose(&kopia, &snapshots, source, cmd)?;
     tracing::info!(snapshot = %manifest.id, into = %plan.restore_to.display(), "restoring");
+    if let Some(parent) = plan.restore_to.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
     if let Err(err) = kopia.restore(&manifest.id, &plan.restore_to) {
         discard_partial(plan);
         return Err(err).context("kopia could not restore the snapshot; nothing live was touched");
@@ -341,14 +345,18 @@ fn execute(config: &BackupConfig, cmd: &RestoreCmd, plan: &Plan<'_>) -> anyhow::
             placed
         ));
     };
+    let previous = if set_aside_needed(source) {
+        format!("the previous data is in {}", set_aside.display())
+    } else {
+        "there was no previous data".to_owned()
+    };
     swap_in_place(source, plan, set_aside)?;
     Ok(format!(
-        "restored snapshot {} of {} in place ({} files, {} databases); the previous data is in {}",
+        "restored snapshot {} of {} in place ({} files, {} databases); {previous}",
         manifest.id,
         source.name(),
         checked.files,
         placed,
-        set_aside.display()
     ))
 }
 
@@ -490,6 +498,10 @@ fn copy_owner_and_mode(from: &std::fs::Metadata, to: &Path) -> anyhow::Result<()
         .with_context(|| format!("cannot set the mode of {}", to.display()))
 }
 
+fn set_aside_needed(source: &Source) -> bool {
+    source.path().exists()
+}
+
 /// Stop, set aside, swap, carry over, start, load, finish. Before the set-aside a failure
 /// starts the app again and leaves the live data as it was; after it, the error says where
 /// everything is and how to roll back.
@@ -512,27 +524,35 @@ fn swap_in_place(source: &Source, plan: &Plan<'_>, set_aside: &Path) -> anyhow::
             started.map_or_else(|e| format!("failed too: {e:#}"), |()| "ran".to_owned())
         );
     }
-    let live_meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let live_meta = match std::fs::metadata(path) {
+        Ok(meta) => Some(meta),
+        // Rebuilding a host: there is nothing live to set aside.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    };
     let rollback = format!(
         "to roll back: stop the app, `mv {path} {path}.failed-restore && mv {aside} {path}`, start \
          the app",
         path = path.display(),
         aside = set_aside.display()
     );
-    tracing::info!(from = %path.display(), to = %set_aside.display(), "setting the live data aside");
-    std::fs::rename(path, set_aside).with_context(|| {
-        let started = run_all(start, &never, timeout);
-        format!(
-            "cannot move {} aside; nothing live was changed; the app was started again ({})",
-            path.display(),
-            if started.is_ok() {
-                "ok"
-            } else {
-                "that failed too"
-            }
-        )
-    })?;
+    if live_meta.is_some() {
+        tracing::info!(from = %path.display(), to = %set_aside.display(), "setting the live data aside");
+        std::fs::rename(path, set_aside).with_context(|| {
+            let started = run_all(start, &never, timeout);
+            format!(
+                "cannot move {} aside; nothing live was changed; the app was started again ({})",
+                path.display(),
+                if started.is_ok() {
+                    "ok"
+                } else {
+                    "that failed too"
+                }
+            )
+        })?;
+    } else {
+        tracing::info!(path = %path.display(), "nothing live here: nothing to set aside");
+    }
     let after_set_aside = |what: String| {
         format!(
             "{what}\nstate: the previous data is in {}, the restored data {}; {rollback}",
@@ -550,8 +570,10 @@ fn swap_in_place(source: &Source, plan: &Plan<'_>, set_aside: &Path) -> anyhow::
             path.display()
         ))
     })?;
-    copy_owner_and_mode(&live_meta, path)
-        .map_err(|err| anyhow::anyhow!(after_set_aside(format!("{err:#}"))))?;
+    if let Some(meta) = &live_meta {
+        copy_owner_and_mode(meta, path)
+            .map_err(|err| anyhow::anyhow!(after_set_aside(format!("{err:#}"))))?;
+    }
     if let Some(restore) = &source.restore {
         for keep in restore.keep() {
             let from = set_aside.join(keep);
