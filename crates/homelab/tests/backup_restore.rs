@@ -437,3 +437,45 @@ fn restore_from_the_mirror_falls_back_to_the_newest_snapshot_that_verifies() {
         "the older, whole snapshot came back"
     );
 }
+
+#[test]
+fn names_kopia_cannot_keep_apart_are_reported_not_silently_merged() {
+    if !require(&["kopia"]) {
+        return;
+    }
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let lab = Lab::new();
+    let data = lab.source_dir("files");
+    // Two names that are not UTF-8: kopia stores both as `a\u{fffd}`, so one overwrites the
+    // other on restore.
+    std::fs::write(data.join(OsStr::from_bytes(b"a\xff")), "one").expect("file");
+    std::fs::write(data.join(OsStr::from_bytes(b"a\xfe")), "two").expect("file");
+    std::fs::write(data.join("ok"), "fine").expect("file");
+    let log = lab.path("app.log");
+    let config = lab.write_config(
+        "backup.toml",
+        &format!(
+            "[[source]]\nname = \"files\"\npath = \"{}\"\n\
+             [source.restore]\nstop = [[\"sh\", \"-c\", \"echo stop >> {}\"]]\n",
+            data.display(),
+            log.display()
+        ),
+    );
+    assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
+    let before = tree(&data, &[]);
+    let out = lab.backup(&config, &["restore", "--source", "files", "--in-place"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("restored 2 files / 7 bytes / 0 symlinks, the snapshot has 3"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("nothing live was touched"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!log.exists(), "the app was never stopped");
+    assert_same(&tree(&data, &[]), &before, "the live data");
+}

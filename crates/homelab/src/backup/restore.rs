@@ -250,11 +250,18 @@ fn describe(config: &BackupConfig, cmd: &RestoreCmd, plan: &Plan<'_>) -> String 
         "stop the app: {}",
         commands(source.restore_stop().unwrap_or_default())
     ));
-    say(format!(
-        "move {} aside to {} (nothing is deleted)",
-        source.path().display(),
-        set_aside.display()
-    ));
+    if source.path().exists() {
+        say(format!(
+            "move {} aside to {} (nothing is deleted)",
+            source.path().display(),
+            set_aside.display()
+        ));
+    } else {
+        say(format!(
+            "nothing is at {}: nothing to set aside",
+            source.path().display()
+        ));
+    }
     say(format!(
         "rename {} to {}, with the set-aside folder's owner and mode",
         plan.restore_to.display(),
