@@ -112,6 +112,8 @@ in
       AWS_SECRET_ACCESS_KEY=${config.sops.placeholder."r2/secret-access-key"}
     '';
     environment.systemPackages = [ cfg.package pkgs.kopia ];
+    # For the jobs run by hand: `sudo homelab backup status --config /etc/homelab/backup.toml`.
+    environment.etc."homelab/backup.toml".source = configFile;
     # Every switch says when the off-host recovery kit is missing or older than the keys it
     # must hold (docs/disaster-recovery.md). A reminder only: it never fails the activation.
     system.activationScripts.homelabRecoveryKit = {
