@@ -122,6 +122,9 @@ pub struct TimeLimits {
     pub verify: Duration,
     #[serde(default = "defaults::drill_limit", with = "humantime_serde")]
     pub drill: Duration,
+    /// Run by hand, possibly of Immich's whole library from R2: long by default.
+    #[serde(default = "defaults::restore_limit", with = "humantime_serde")]
+    pub restore: Duration,
 }
 
 impl Default for TimeLimits {
@@ -131,6 +134,7 @@ impl Default for TimeLimits {
             sync: defaults::sync_limit(),
             verify: defaults::verify_limit(),
             drill: defaults::drill_limit(),
+            restore: defaults::restore_limit(),
         }
     }
 }
@@ -334,6 +338,9 @@ mod defaults {
     }
     pub fn drill_limit() -> Duration {
         Duration::from_secs(6 * 3600)
+    }
+    pub fn restore_limit() -> Duration {
+        Duration::from_secs(48 * 3600)
     }
 }
 

@@ -292,7 +292,7 @@ fn describe(config: &BackupConfig, cmd: &RestoreCmd, plan: &Plan<'_>) -> String 
 fn execute(config: &BackupConfig, cmd: &RestoreCmd, plan: &Plan<'_>) -> anyhow::Result<String> {
     let source = plan.source;
     // The job lock: no backup or sync runs while data is being put back.
-    let job = Job::begin(config, Some("backup restore"), config.time_limit.drill)?;
+    let job = Job::begin(config, Some("backup restore"), config.time_limit.restore)?;
     let (kopia, _mirror) = match cmd.from {
         From::Local => (local_repository(config, &job.cancel)?, None),
         From::Offsite => {
