@@ -58,10 +58,13 @@ impl Cancel {
         })
     }
 
-    /// The same flag, also raised once `limit` has passed from now.
+    /// The same flag, also raised once `limit` has passed from now (a limit too far in the
+    /// future to represent is no limit).
     pub fn with_time_limit(self, limit: Duration) -> Self {
         Self {
-            deadline: Some((Instant::now() + limit, limit)),
+            deadline: Instant::now()
+                .checked_add(limit)
+                .map(|deadline| (deadline, limit)),
             ..self
         }
     }

@@ -156,6 +156,16 @@ fn restore_in_place_stops_sets_aside_swaps_and_starts_the_app() {
         log = log.display()
     );
     let config = vault_config(&lab, &data, &restore);
+    // Vaultwarden runs as nobody: its database must come back owned by it.
+    let as_root = common::is_root();
+    if as_root {
+        std::os::unix::fs::chown(data.join("db.sqlite3"), Some(65534), Some(65534)).expect("chown");
+    }
+    std::fs::set_permissions(
+        data.join("db.sqlite3"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
     assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
     let captured = tree(&data, &["icon_cache", "db.sqlite3"]);
 
@@ -199,6 +209,20 @@ fn restore_in_place_stops_sets_aside_swaps_and_starts_the_app() {
         "restored in place",
     );
     assert_eq!(rows(&data.join("db.sqlite3")), 25);
+    let db_meta = std::fs::metadata(data.join("db.sqlite3")).expect("db");
+    assert_eq!(
+        db_meta.permissions().mode() & 0o7777,
+        0o600,
+        "the live database's mode"
+    );
+    if as_root {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            (db_meta.uid(), db_meta.gid()),
+            (65534, 65534),
+            "the live database's owner"
+        );
+    }
     assert_eq!(integrity(&data.join("db.sqlite3")), "ok");
     assert!(!data.join("db.sqlite3-wal").exists());
     assert!(!data.join(".homelab-backup").exists());
@@ -263,6 +287,13 @@ fn restore_refuses_what_would_touch_live_data_or_cannot_be_undone() {
         (
             vec!["--target".to_owned(), occupied.display().to_string()],
             "not empty",
+        ),
+        (
+            vec![
+                "--target".to_owned(),
+                format!("{}/../vaultwarden/sneaky", lab.path("elsewhere").display()),
+            ],
+            "without `.` or `..`",
         ),
     ];
     for (args, message) in cases {
@@ -457,7 +488,7 @@ fn names_kopia_cannot_keep_apart_are_reported_not_silently_merged() {
         "backup.toml",
         &format!(
             "[[source]]\nname = \"files\"\npath = \"{}\"\n\
-             [source.restore]\nstop = [[\"sh\", \"-c\", \"echo stop >> {}\"]]\n",
+             [source.restore]\nstop = [[\"sh\", \"-c\", \"echo stop >> {}\"]]\nstart = [[\"true\"]]\n",
             data.display(),
             log.display()
         ),
@@ -478,4 +509,53 @@ fn names_kopia_cannot_keep_apart_are_reported_not_silently_merged() {
     );
     assert!(!log.exists(), "the app was never stopped");
     assert_same(&tree(&data, &[]), &before, "the live data");
+}
+
+#[test]
+fn a_database_behind_a_symlink_is_never_written_through_it() {
+    if !require(&["kopia"]) {
+        return;
+    }
+    let lab = Lab::new();
+    // The app keeps its database elsewhere and the source links to it: the link is snapshotted
+    // as a link, so a restored tree points at the live database.
+    let elsewhere = lab.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("dir");
+    let db = Connection::open(elsewhere.join("db.sqlite3")).expect("db");
+    db.execute_batch("CREATE TABLE ciphers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO ciphers (name) VALUES ('live');")
+        .expect("schema");
+    drop(db);
+    let data = lab.source_dir("linked");
+    std::os::unix::fs::symlink(&elsewhere, data.join("data")).expect("symlink");
+    let config = lab.write_config(
+        "backup.toml",
+        &format!(
+            "[[source]]\nname = \"linked\"\npath = \"{}\"\n[source.sqlite]\ndatabases = [\"data/db.sqlite3\"]\n",
+            data.display()
+        ),
+    );
+    assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
+    let live_before = std::fs::read(elsewhere.join("db.sqlite3")).expect("live db");
+    let target = lab.path("restored");
+    let out = lab.backup(
+        &config,
+        &[
+            "restore",
+            "--source",
+            "linked",
+            "--target",
+            &target.to_string_lossy(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("through a symlink"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read(elsewhere.join("db.sqlite3")).expect("live db"),
+        live_before,
+        "the live database behind the link is untouched"
+    );
 }

@@ -515,6 +515,47 @@ impl BackupConfig {
                         "a [source.dump] table beside it: there is no dump to load",
                     ));
                 }
+                let stops = restore
+                    .stop
+                    .as_ref()
+                    .or(source.quiesce.as_ref().map(|q| &q.stop));
+                let starts = restore
+                    .start
+                    .as_ref()
+                    .or(source.quiesce.as_ref().map(|q| &q.start))
+                    .is_some_and(|c| !c.get_ref().is_empty())
+                    || !restore.after_load().is_empty();
+                if let Some(stops) = stops
+                    && !stops.get_ref().is_empty()
+                    && !starts
+                {
+                    return Err(invalid(
+                        &key("restore.stop"),
+                        stops,
+                        "start (or after-load) commands beside it: what the restore stops must be started again",
+                    ));
+                }
+                if restore.timeout.is_zero() {
+                    return Err((
+                        key("restore.timeout"),
+                        0..0,
+                        "expected a time limit longer than zero".to_owned(),
+                    ));
+                }
+                if let Some(keep) = &restore.keep
+                    && keep.get_ref().iter().enumerate().any(|(i, a)| {
+                        keep.get_ref()
+                            .iter()
+                            .enumerate()
+                            .any(|(j, b)| i != j && Path::new(a).starts_with(b))
+                    })
+                {
+                    return Err(invalid(
+                        &key("restore.keep"),
+                        keep,
+                        "paths none of which lies inside another",
+                    ));
+                }
                 if let Some(keep) = &restore.keep
                     && keep.get_ref().iter().any(|k| {
                         k.is_empty()

@@ -8,7 +8,6 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -219,10 +218,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
-    let written = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)));
+    // The mode above is final (umask can only remove bits), and a FAT stick would refuse a
+    // chmod anyway.
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
     if let Err(err) = written {
         let _ = std::fs::remove_file(path);
         return Err(err).with_context(|| format!("cannot write {}", path.display()));

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
@@ -160,21 +160,24 @@ fn plan<'a>(
         .target
         .as_ref()
         .context("give --target DIR or --in-place")?;
-    let target = std::path::absolute(target)
-        .with_context(|| format!("--target {}: cannot resolve", target.display()))?;
-    let repository = config.repository.path.get_ref();
-    if target.starts_with(repository) || repository.starts_with(&target) {
+    let target = resolve(target).with_context(|| format!("--target {}", target.display()))?;
+    let repository = resolve(config.repository.path.get_ref())?;
+    if target.starts_with(&repository) || repository.starts_with(&target) {
         bail!(
             "--target {}: inside (or around) the repository {}",
             target.display(),
             repository.display()
         );
     }
-    if let Some(live) = config
-        .sources
-        .iter()
-        .find(|s| target.starts_with(s.path()) || s.path().starts_with(&target))
-    {
+    let mut live = None;
+    for other in &config.sources {
+        let path = resolve(other.path())?;
+        if target.starts_with(&path) || path.starts_with(&target) {
+            live = Some(other);
+            break;
+        }
+    }
+    if let Some(live) = live {
         bail!(
             "--target {}: overlaps the live source {} ({}); --target never touches live data, \
              use --in-place to replace it",
@@ -192,6 +195,33 @@ fn plan<'a>(
         restore_to: target,
         set_aside: None,
     })
+}
+
+/// `path` made absolute with symlinks resolved as far as it exists (the rest may not exist
+/// yet), so that comparisons see where writes would really land. `.` and `..` are refused.
+fn resolve(path: &Path) -> anyhow::Result<PathBuf> {
+    let absolute = std::path::absolute(path)
+        .with_context(|| format!("cannot make {} absolute", path.display()))?;
+    if absolute
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        bail!("expected a path without `.` or `..`");
+    }
+    let mut existing = absolute.as_path();
+    let mut missing = Vec::new();
+    while existing.symlink_metadata().is_err() {
+        let (Some(name), Some(parent)) = (existing.file_name(), existing.parent()) else {
+            break;
+        };
+        missing.push(name);
+        existing = parent;
+    }
+    let mut resolved = existing
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", existing.display()))?;
+    resolved.extend(missing.into_iter().rev());
+    Ok(resolved)
 }
 
 fn describe(config: &BackupConfig, cmd: &RestoreCmd, plan: &Plan<'_>) -> String {
@@ -312,21 +342,69 @@ fn execute(config: &BackupConfig, cmd: &RestoreCmd, plan: &Plan<'_>) -> anyhow::
         From::Local => kopia.all_snapshots()?,
         From::Offsite => kopia.snapshots_of_every_client()?,
     };
-    let manifest = choose(&kopia, &snapshots, source, cmd)?;
-    tracing::info!(snapshot = %manifest.id, into = %plan.restore_to.display(), "restoring");
+    let (manifest, skipped) = choose(&kopia, &job.cancel, &snapshots, source, cmd)?;
+    let skipped = if skipped.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; newer snapshots skipped because their data is missing or damaged: {}",
+            skipped.join(", ")
+        )
+    };
     if let Some(parent) = plan.restore_to.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    if let Err(err) = kopia.restore(&manifest.id, &plan.restore_to) {
-        discard_partial(plan);
-        return Err(err).context("kopia could not restore the snapshot; nothing live was touched");
-    }
+    ensure_room(manifest, &plan.restore_to)?;
+    tracing::info!(snapshot = %manifest.id, into = %plan.restore_to.display(), "restoring");
+    // From here until the swap, a failure leaves the live data as it was: the partial restore
+    // beside it is removed (in place) and the error says so.
+    let prepared = kopia
+        .restore(&manifest.id, &plan.restore_to)
+        .context("kopia could not restore the snapshot")
+        .and_then(|()| prepare_restored(source, manifest, plan));
+    let (files, placed) = match prepared {
+        Ok(done) => done,
+        Err(err) => {
+            discard_partial(plan);
+            return Err(err.context("nothing live was touched"));
+        }
+    };
+    let Some(set_aside) = &plan.set_aside else {
+        return Ok(format!(
+            "restored snapshot {} of {} into {} ({files} files, {placed} databases in place); \
+             nothing live was touched{skipped}",
+            manifest.id,
+            source.name(),
+            plan.restore_to.display(),
+        ));
+    };
+    let previous = if source.path().exists() {
+        format!("the previous data is in {}", set_aside.display())
+    } else {
+        "there was no previous data".to_owned()
+    };
+    swap_in_place(source, plan, set_aside)?;
+    Ok(format!(
+        "restored snapshot {} of {} in place ({files} files, {placed} databases); \
+         {previous}{skipped}",
+        manifest.id,
+        source.name(),
+    ))
+}
+
+/// Checks the restored tree like a drill, refuses `keep` paths the snapshot holds (they would
+/// collide with the live ones carried over), and puts the SQLite copies in place. Returns the
+/// file count and how many databases were placed.
+fn prepare_restored(
+    source: &Source,
+    manifest: &Manifest,
+    plan: &Plan<'_>,
+) -> anyhow::Result<(u64, usize)> {
     let checked = check_tree(source, manifest, &plan.restore_to)?;
     if !checked.problems.is_empty() {
-        discard_partial(plan);
         bail!(
-            "the restored snapshot {} does not check out: {}; nothing live was touched",
+            "the restored snapshot {} does not check out: {}",
             manifest.id,
             checked.problems.join("; ")
         );
@@ -334,48 +412,63 @@ fn execute(config: &BackupConfig, cmd: &RestoreCmd, plan: &Plan<'_>) -> anyhow::
     for check in &checked.checks {
         tracing::info!("check: {check}");
     }
-    let placed = place_sqlite_copies(source, &plan.restore_to, plan.set_aside.as_deref())
-        .with_context(|| {
-            format!(
-                "putting the SQLite copies in place inside {} failed; nothing live was touched",
-                plan.restore_to.display()
-            )
-        })?;
-    let Some(set_aside) = &plan.set_aside else {
-        return Ok(format!(
-            "restored snapshot {} of {} into {} ({} files, {} databases in place); nothing live \
-             was touched",
-            manifest.id,
-            source.name(),
-            plan.restore_to.display(),
-            checked.files,
-            placed
-        ));
-    };
-    let previous = if set_aside_needed(source) {
-        format!("the previous data is in {}", set_aside.display())
-    } else {
-        "there was no previous data".to_owned()
-    };
-    swap_in_place(source, plan, set_aside)?;
-    Ok(format!(
-        "restored snapshot {} of {} in place ({} files, {} databases); {previous}",
-        manifest.id,
-        source.name(),
-        checked.files,
-        placed,
-    ))
+    if let Some(restore) = &source.restore
+        && let Some(held) = restore
+            .keep()
+            .iter()
+            .find(|k| plan.restore_to.join(k).symlink_metadata().is_ok())
+    {
+        bail!(
+            "restore.keep names {held}, but the snapshot holds it: exclude it from the source, \
+             or remove it from keep"
+        );
+    }
+    let live = plan.set_aside.is_some().then(|| source.path());
+    let placed = place_sqlite_copies(source, &plan.restore_to, live).with_context(|| {
+        format!(
+            "putting the SQLite copies in place inside {} failed",
+            plan.restore_to.display()
+        )
+    })?;
+    Ok((checked.files, placed))
 }
 
-/// The snapshot to restore: the one asked for, else the last good one, else (and always from
-/// the mirror) the newest clean one that passes `snapshot verify`. After a sync that was cut
-/// off, the mirror may list snapshots whose packs never arrived: those are skipped, loudly.
+/// Refuses a restore the file system has no room for: running out of space on /srv would stop
+/// the live apps, not only the restore. Keeps a margin of 5 % of the file system, at least
+/// 1 GiB.
+fn ensure_room(manifest: &Manifest, restore_to: &Path) -> anyhow::Result<()> {
+    let parent = restore_to.parent().unwrap_or(restore_to);
+    let stat = nix::sys::statvfs::statvfs(parent)
+        .with_context(|| format!("cannot read the free space of {}", parent.display()))?;
+    let fragment = stat.fragment_size() as u64;
+    let available = stat.blocks_available() as u64 * fragment;
+    let margin = (stat.blocks() as u64 * fragment / 20).max(1 << 30);
+    let needed = manifest.summary().size;
+    if needed.saturating_add(margin) > available {
+        bail!(
+            "the snapshot needs {} and {} must keep {} free, but only {} is available there; \
+             nothing was touched (free space, or restore with --target elsewhere)",
+            super::run::human_bytes(needed),
+            parent.display(),
+            super::run::human_bytes(margin),
+            super::run::human_bytes(available)
+        );
+    }
+    Ok(())
+}
+
+/// The snapshot to restore, and the newer ones skipped: the one asked for, else the last good
+/// one, else (and always from the mirror) the newest clean one that passes `snapshot verify`.
+/// After a sync that was cut off, the mirror may list snapshots whose packs never arrived: only
+/// those (missing or damaged data) are skipped. Any other failure (the network, a signal, the
+/// time limit) stops the restore rather than quietly taking an older snapshot.
 fn choose<'a>(
     kopia: &Kopia,
+    cancel: &Cancel,
     snapshots: &'a [Manifest],
     source: &Source,
     cmd: &RestoreCmd,
-) -> anyhow::Result<&'a Manifest> {
+) -> anyhow::Result<(&'a Manifest, Vec<String>)> {
     let ours: Vec<&Manifest> = super::of_source(snapshots, source.path()).collect();
     if let Some(id) = &cmd.snapshot {
         let manifest = ours
@@ -385,7 +478,7 @@ fn choose<'a>(
         kopia
             .verify_snapshot(&manifest.id)
             .with_context(|| format!("snapshot {id} does not verify"))?;
-        return Ok(manifest);
+        return Ok((manifest, Vec::new()));
     }
     let mut candidates: Vec<&Manifest> = Vec::new();
     if cmd.from == From::Local
@@ -397,7 +490,7 @@ fn choose<'a>(
     candidates.dedup_by(|a, b| a.id == b.id);
     let mut skipped = Vec::new();
     for manifest in candidates {
-        match kopia.verify_snapshot(&manifest.id) {
+        let err = match kopia.verify_snapshot(&manifest.id) {
             Ok(()) => {
                 if !skipped.is_empty() {
                     tracing::warn!(
@@ -407,13 +500,24 @@ fn choose<'a>(
                         skipped.join(", ")
                     );
                 }
-                return Ok(manifest);
+                return Ok((manifest, skipped));
             }
-            Err(err) => {
-                tracing::warn!(snapshot = %manifest.id, "does not verify, trying an older one: {err}");
-                skipped.push(manifest.id.clone());
-            }
+            Err(err) => err,
+        };
+        if cancel.is_cancelled() {
+            bail!("stopped: {}", cancel.reason());
         }
+        if !data_missing_or_damaged(&err) {
+            return Err(err).with_context(|| {
+                format!(
+                    "cannot verify snapshot {}; not falling back to an older one for a failure \
+                     that is not missing data",
+                    manifest.id
+                )
+            });
+        }
+        tracing::warn!(snapshot = %manifest.id, "does not verify, trying an older one: {err}");
+        skipped.push(manifest.id.clone());
     }
     bail!(
         "no snapshot of {} verifies (tried {})",
@@ -424,6 +528,22 @@ fn choose<'a>(
             skipped.join(", ")
         }
     )
+}
+
+/// `snapshot verify` failed because the snapshot's data is not there or not intact (as after a
+/// sync that was cut off), not because the repository could not be reached.
+fn data_missing_or_damaged(err: &crate::kopia::KopiaError) -> bool {
+    let crate::kopia::KopiaError::Failed { stderr, .. } = err else {
+        return false;
+    };
+    [
+        "is backed by missing blob",
+        "invalid checksum",
+        "unable to decrypt",
+        "blob not found",
+    ]
+    .iter()
+    .any(|needle| stderr.contains(needle))
 }
 
 /// In place, the half-restored sibling folder is ours to remove; a `--target` is left for the
@@ -440,17 +560,19 @@ fn discard_partial(plan: &Plan<'_>) {
 }
 
 /// Moves each captured SQLite copy from the staging folder to its database's place, removing
-/// any `-wal`/`-shm`/`-journal` beside it (they would belong to another database). In place,
-/// each gets the owner and mode of the live database it replaces. Returns how many.
-fn place_sqlite_copies(
-    source: &Source,
-    root: &Path,
-    live_set_aside: Option<&Path>,
-) -> anyhow::Result<usize> {
+/// any `-wal`/`-shm`/`-journal` beside it (they would belong to another database). Each gets
+/// the owner and mode of the live database it will replace (`live` is the live source, in
+/// place), else the owner of the folder it lands in: an app running as its own user must be able
+/// to write its database. Nothing is written through a symlink: every destination must resolve
+/// inside `root`. Returns how many.
+fn place_sqlite_copies(source: &Source, root: &Path, live: Option<&Path>) -> anyhow::Result<usize> {
     let Some(sqlite) = &source.sqlite else {
         return Ok(0);
     };
     let staging = root.join(STAGING_DIR);
+    let real_root = root
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", root.display()))?;
     let base = glob::Pattern::escape(&staging.to_string_lossy());
     let mut placed = 0;
     for pattern in sqlite.databases.get_ref() {
@@ -460,25 +582,45 @@ fn place_sqlite_copies(
             }
             let relative = copy.strip_prefix(&staging)?.to_owned();
             let destination = root.join(&relative);
-            if let Some(parent) = destination.parent() {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            let parent = destination.parent().unwrap_or(root);
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+            let real_parent = parent
+                .canonicalize()
+                .with_context(|| format!("cannot resolve {}", parent.display()))?;
+            if !real_parent.starts_with(&real_root) {
+                bail!(
+                    "{} leads outside the restored tree (to {}) through a symlink; refusing to \
+                     write there",
+                    parent.display(),
+                    real_parent.display()
+                );
             }
+            let name = destination.file_name().context("a database file name")?;
+            let destination = real_parent.join(name);
             for suffix in ["-wal", "-shm", "-journal"] {
-                let mut stale = destination.as_os_str().to_owned();
-                stale.push(suffix);
-                match std::fs::remove_file(&stale) {
+                let mut side = destination.as_os_str().to_owned();
+                side.push(suffix);
+                let side = PathBuf::from(side);
+                match std::fs::remove_file(&side) {
                     Ok(()) => {
-                        tracing::info!(file = %Path::new(&stale).display(), "removed a stale SQLite side file")
+                        tracing::info!(file = %side.display(), "removed a stale SQLite side file")
                     }
                     Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                     Err(err) => {
-                        return Err(err).with_context(|| {
-                            format!("cannot remove {}", Path::new(&stale).display())
-                        });
+                        return Err(err)
+                            .with_context(|| format!("cannot remove {}", side.display()));
                     }
                 }
             }
+            let owner = live
+                .and_then(|live| std::fs::metadata(live.join(&relative)).ok())
+                .map(|meta| (meta.uid(), meta.gid(), meta.mode() & 0o7777))
+                .or_else(|| {
+                    std::fs::metadata(&real_parent)
+                        .ok()
+                        .map(|meta| (meta.uid(), meta.gid(), 0o600))
+                });
             std::fs::rename(&copy, &destination).with_context(|| {
                 format!(
                     "cannot move {} to {}",
@@ -486,10 +628,8 @@ fn place_sqlite_copies(
                     destination.display()
                 )
             })?;
-            if let Some(old) = live_set_aside.map(|dir| dir.join(&relative))
-                && let Ok(meta) = std::fs::metadata(&old)
-            {
-                copy_owner_and_mode(&meta, &destination)?;
+            if let Some((uid, gid, mode)) = owner {
+                set_owner_and_mode(&destination, uid, gid, mode)?;
             }
             tracing::info!(database = %destination.display(), "SQLite copy in place");
             placed += 1;
@@ -498,20 +638,50 @@ fn place_sqlite_copies(
     Ok(placed)
 }
 
-fn copy_owner_and_mode(from: &std::fs::Metadata, to: &Path) -> anyhow::Result<()> {
-    std::os::unix::fs::chown(to, Some(from.uid()), Some(from.gid()))
-        .with_context(|| format!("cannot set the owner of {}", to.display()))?;
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(from.mode() & 0o7777))
-        .with_context(|| format!("cannot set the mode of {}", to.display()))
+fn set_owner_and_mode(path: &Path, uid: u32, gid: u32, mode: u32) -> anyhow::Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .with_context(|| format!("cannot set the owner of {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))
 }
 
-fn set_aside_needed(source: &Source) -> bool {
-    source.path().exists()
+/// What has been moved so far in an in-place swap, to say exactly how to undo it.
+#[derive(Default)]
+struct Moves {
+    set_aside: bool,
+    swapped: bool,
+    kept: Vec<String>,
+}
+
+impl Moves {
+    /// The commands that undo what was moved, in order.
+    fn rollback(&self, path: &Path, set_aside: &Path) -> String {
+        let mut steps = vec!["stop the app".to_owned()];
+        for keep in self.kept.iter().rev() {
+            steps.push(format!(
+                "`mv {} {}`",
+                path.join(keep).display(),
+                set_aside.join(keep).display()
+            ));
+        }
+        if self.swapped {
+            steps.push(format!(
+                "`mv {} {}.failed-restore`",
+                path.display(),
+                path.display()
+            ));
+        }
+        if self.set_aside {
+            steps.push(format!("`mv {} {}`", set_aside.display(), path.display()));
+        }
+        steps.push("start the app".to_owned());
+        steps.join(", then ")
+    }
 }
 
 /// Stop, set aside, swap, carry over, start, load, finish. Before the set-aside a failure
-/// starts the app again and leaves the live data as it was; after it, the error says where
-/// everything is and how to roll back.
+/// starts the app again, removes the partial restore and leaves the live data as it was; after
+/// it, the error says where everything is and how to roll back, step by step.
 fn swap_in_place(source: &Source, plan: &Plan<'_>, set_aside: &Path) -> anyhow::Result<()> {
     let path = source.path();
     let timeout = source
@@ -522,104 +692,112 @@ fn swap_in_place(source: &Source, plan: &Plan<'_>, set_aside: &Path) -> anyhow::
     let start = source.restore_start();
     // Start and load commands run to the end even after a signal: an app left stopped is worse.
     let never = Cancel::default();
-    tracing::info!("stopping the app");
-    if let Err(err) = run_all(stop, &never, timeout) {
+    // Undoes a failure before anything live moved.
+    let untouched = |what: String| -> anyhow::Error {
         let started = run_all(start, &never, timeout);
         discard_partial(plan);
-        bail!(
-            "stopping the app failed: {err:#}; nothing live was touched (start commands: {})",
+        anyhow::anyhow!(
+            "{what}; nothing live was touched; start commands: {}",
             started.map_or_else(|e| format!("failed too: {e:#}"), |()| "ran".to_owned())
-        );
+        )
+    };
+    tracing::info!("stopping the app");
+    if let Err(err) = run_all(stop, &never, timeout) {
+        return Err(untouched(format!("stopping the app failed: {err:#}")));
     }
     let live_meta = match std::fs::metadata(path) {
         Ok(meta) => Some(meta),
         // Rebuilding a host: there is nothing live to set aside.
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+        Err(err) => return Err(untouched(format!("cannot read {}: {err}", path.display()))),
     };
-    let rollback = format!(
-        "to roll back: stop the app, `mv {path} {path}.failed-restore && mv {aside} {path}`, start \
-         the app",
-        path = path.display(),
-        aside = set_aside.display()
-    );
+    let mut moves = Moves::default();
     if live_meta.is_some() {
         tracing::info!(from = %path.display(), to = %set_aside.display(), "setting the live data aside");
-        std::fs::rename(path, set_aside).with_context(|| {
-            let started = run_all(start, &never, timeout);
-            format!(
-                "cannot move {} aside; nothing live was changed; the app was started again ({})",
+        if let Err(err) = std::fs::rename(path, set_aside) {
+            return Err(untouched(format!(
+                "cannot move {} aside to {}: {err}",
                 path.display(),
-                if started.is_ok() {
-                    "ok"
-                } else {
-                    "that failed too"
-                }
-            )
-        })?;
+                set_aside.display()
+            )));
+        }
+        moves.set_aside = true;
     } else {
         tracing::info!(path = %path.display(), "nothing live here: nothing to set aside");
     }
-    let after_set_aside = |what: String| {
-        format!(
-            "{what}\nstate: the previous data is in {}, the restored data {}; {rollback}",
-            set_aside.display(),
-            if path.exists() {
-                format!("is at {}", path.display())
-            } else {
-                format!("is at {}", plan.restore_to.display())
-            }
+    let failed = |moves: &Moves, what: String| -> anyhow::Error {
+        let aside = if moves.set_aside {
+            format!("the previous data is in {}", set_aside.display())
+        } else {
+            "there was no previous data".to_owned()
+        };
+        let restored = if moves.swapped {
+            path.display().to_string()
+        } else {
+            plan.restore_to.display().to_string()
+        };
+        anyhow::anyhow!(
+            "{what}\nstate: {aside}; the restored data is at {restored}; the app may be \
+             stopped.\nto roll back: {}",
+            moves.rollback(path, set_aside)
         )
     };
-    std::fs::rename(&plan.restore_to, path).with_context(|| {
-        after_set_aside(format!(
-            "cannot move the restored data to {}",
-            path.display()
-        ))
-    })?;
-    if let Some(meta) = &live_meta {
-        copy_owner_and_mode(meta, path)
-            .map_err(|err| anyhow::anyhow!(after_set_aside(format!("{err:#}"))))?;
+    if let Err(err) = std::fs::rename(&plan.restore_to, path) {
+        return Err(failed(
+            &moves,
+            format!("cannot move the restored data to {}: {err}", path.display()),
+        ));
     }
-    if let Some(restore) = &source.restore {
+    moves.swapped = true;
+    if let Some(meta) = &live_meta
+        && let Err(err) = set_owner_and_mode(path, meta.uid(), meta.gid(), meta.mode() & 0o7777)
+    {
+        return Err(failed(&moves, format!("{err:#}")));
+    }
+    if let Some(restore) = &source.restore
+        && moves.set_aside
+    {
         for keep in restore.keep() {
             let from = set_aside.join(keep);
             let to = path.join(keep);
-            if !from.exists() {
+            if from.symlink_metadata().is_err() {
                 continue;
             }
-            if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent).with_context(|| {
-                    after_set_aside(format!("cannot create {}", parent.display()))
-                })?;
+            let parent = to.parent().unwrap_or(path);
+            if let Err(err) = std::fs::create_dir_all(parent) {
+                return Err(failed(
+                    &moves,
+                    format!("cannot create {}: {err}", parent.display()),
+                ));
             }
             tracing::info!(path = %to.display(), "carrying over what the snapshot leaves out");
-            std::fs::rename(&from, &to).with_context(|| {
-                after_set_aside(format!(
-                    "cannot move {} to {}",
-                    from.display(),
-                    to.display()
-                ))
-            })?;
+            if let Err(err) = std::fs::rename(&from, &to) {
+                return Err(failed(
+                    &moves,
+                    format!("cannot move {} to {}: {err}", from.display(), to.display()),
+                ));
+            }
+            moves.kept.push(keep.clone());
         }
     }
     tracing::info!("starting the app");
-    run_all(start, &never, timeout).map_err(|err| {
-        anyhow::anyhow!(after_set_aside(format!("starting the app failed: {err:#}")))
-    })?;
+    if let Err(err) = run_all(start, &never, timeout) {
+        return Err(failed(&moves, format!("starting the app failed: {err:#}")));
+    }
     if let (Some(dump), Some(restore)) = (&source.dump, &source.restore)
         && let Some(load) = &restore.load_dump
     {
         let file = path.join(STAGING_DIR).join(dump.file.get_ref());
         tracing::info!(dump = %file.display(), "loading the dump");
-        load_dump(load.get_ref(), &file, &never, timeout).map_err(|err| {
-            anyhow::anyhow!(after_set_aside(format!("loading the dump failed: {err:#}")))
-        })?;
-        run_all(restore.after_load(), &never, timeout).map_err(|err| {
-            anyhow::anyhow!(after_set_aside(format!(
-                "the after-load commands failed: {err:#}"
-            )))
-        })?;
+        if let Err(err) = load_dump(load.get_ref(), &file, &never, timeout) {
+            return Err(failed(&moves, format!("loading the dump failed: {err:#}")));
+        }
+        if let Err(err) = run_all(restore.after_load(), &never, timeout) {
+            return Err(failed(
+                &moves,
+                format!("the after-load commands failed: {err:#}"),
+            ));
+        }
     }
     // The captures were for the restore; the app's folder holds only the app's data again.
     if let Err(err) = std::fs::remove_dir_all(path.join(STAGING_DIR)) {
