@@ -1,5 +1,6 @@
-# The Cloudflare Tunnel: every public hostname, declared in homelab.toml, reaches Traefik through
-# one outbound connection. nixpkgs' module runs a locally-managed tunnel (credentials file and
+# The Cloudflare Tunnel: every public hostname, declared in homelab.toml, reaches the cluster
+# through one outbound connection: http routes through Traefik, tcp routes (the Kopia server)
+# straight to their Service. nixpkgs' module runs a locally-managed tunnel (credentials file and
 # ingress rules here), not a dashboard token.
 { config, lib, ... }:
 
@@ -7,6 +8,11 @@ let
   cfg = config.homelab;
   tunnel = cfg.facts.tunnel;
   hostname = route: "${route.name}.${cfg.domain}";
+  # http routes reach Traefik, which routes by Ingress; tcp routes reach their Service directly.
+  origin = route:
+    if route.kind == "tcp"
+    then "tcp://${route.cluster-ip}:${toString route.port}"
+    else "http://${cfg.k3s.traefikClusterIP}:80";
 in
 {
   options.homelab.tunnel = {
@@ -17,7 +23,7 @@ in
     };
     routes = lib.mkOption {
       type = lib.types.attrsOf lib.types.str;
-      default = lib.listToAttrs (map (route: lib.nameValuePair (hostname route) "http://${cfg.k3s.traefikClusterIP}:80") tunnel.route);
+      default = lib.listToAttrs (map (route: lib.nameValuePair (hostname route) (origin route)) tunnel.route);
       description = "Public hostname to origin service; everything else gets 404.";
     };
   };

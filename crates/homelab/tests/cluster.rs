@@ -69,11 +69,12 @@ fn edit(root: &Path, relative: &str, from: &str, to: &str) {
     std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
 }
 
-/// The findings the validator printed (every stdout line but the ingress hosts).
+/// The findings the validator printed (every stdout line but the ingress hosts and fixed
+/// service IPs).
 fn findings(out: &Output) -> Vec<String> {
     stdout(out)
         .lines()
-        .filter(|l| !l.starts_with("ingress-host: "))
+        .filter(|l| !l.starts_with("ingress-host: ") && !l.starts_with("service-ip: "))
         .map(str::to_owned)
         .collect()
 }
@@ -89,7 +90,7 @@ fn the_cluster_tree_renders_and_validates_strictly() {
 }
 
 #[test]
-fn every_tunnel_route_has_exactly_one_ingress_and_no_ingress_lacks_a_route() {
+fn every_tunnel_route_reaches_its_app_and_nothing_else_is_published() {
     if !tools_present() {
         return;
     }
@@ -98,24 +99,62 @@ fn every_tunnel_route_has_exactly_one_ingress_and_no_ingress_lacks_a_route() {
         .parse()
         .expect("TOML");
     let domain = facts["domain"].as_str().expect("domain");
-    let mut routes: Vec<String> = facts["tunnel"]["route"]
-        .as_array()
-        .expect("routes")
+    let routes = facts["tunnel"]["route"].as_array().expect("routes");
+    let kind = |r: &toml::Value| {
+        r["kind"]
+            .as_str()
+            .expect("every route has a kind")
+            .to_owned()
+    };
+    let mut http: Vec<String> = routes
         .iter()
+        .filter(|r| kind(r) == "http")
         .map(|r| format!("{}.{domain}", r["name"].as_str().expect("name")))
         .collect();
-    routes.sort();
+    http.sort();
     let out = validate(&repo());
-    let mut hosts: Vec<String> = stdout(&out)
+    let printed = stdout(&out);
+    let mut hosts: Vec<String> = printed
         .lines()
         .filter_map(|l| l.strip_prefix("ingress-host: "))
         .map(str::to_owned)
         .collect();
     hosts.sort();
     assert_eq!(
-        hosts, routes,
-        "Ingress hosts must be the tunnel's routes, once each"
+        hosts, http,
+        "Ingress hosts must be the tunnel's http routes, once each"
     );
+    // A tcp route ends at a Service of its app with exactly the cluster IP and port it names,
+    // and only tcp routes (and Traefik, outside the tree) have fixed cluster IPs.
+    let fixed: Vec<&str> = printed
+        .lines()
+        .filter_map(|l| l.strip_prefix("service-ip: "))
+        .collect();
+    let tcp: Vec<&toml::Value> = routes.iter().filter(|r| kind(r) == "tcp").collect();
+    assert!(!tcp.is_empty(), "the Kopia server has a tcp route");
+    for route in &tcp {
+        let app = route["app"].as_str().expect("app");
+        let ip = route["cluster-ip"]
+            .as_str()
+            .expect("tcp routes name a cluster-ip");
+        let port = route["port"].as_integer().expect("tcp routes name a port");
+        let wanted = format!("{app}/{app} {ip} ");
+        let service = fixed
+            .iter()
+            .find(|s| s.starts_with(&wanted))
+            .unwrap_or_else(|| panic!("no Service {app}/{app} with cluster IP {ip}: {fixed:?}"));
+        assert!(
+            service.split(' ').skip(2).any(|p| p == port.to_string()),
+            "Service {app}/{app} does not serve port {port}: {service}"
+        );
+    }
+    assert_eq!(fixed.len(), tcp.len(), "fixed cluster IPs: {fixed:?}");
+    for route in routes {
+        assert!(
+            ["http", "tcp"].contains(&kind(route).as_str()),
+            "route kinds are http or tcp"
+        );
+    }
 }
 
 #[test]

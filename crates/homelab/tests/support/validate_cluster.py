@@ -12,7 +12,8 @@ Usage: validate_cluster.py REPO_ROOT CLUSTER_PATH CRD_SCHEMA_DIR KUBERNETES_VERS
 - every workload pins its images by tag (never `latest`), gives every container requests and
   limits and its main containers readiness and liveness probes, and a Deployment with a
   volume claim uses the Recreate strategy.
-Prints `ingress-host: HOST` for every Ingress rule (stdout), for comparison with homelab.toml.
+Prints `ingress-host: HOST` for every Ingress rule and `service-ip: NAMESPACE/NAME IP PORT…` for
+every Service with a fixed cluster IP (stdout), for comparison with homelab.toml's routes.
 """
 
 import json
@@ -128,6 +129,10 @@ def main() -> int:
             if doc.get("kind") == "Ingress":
                 for rule in doc["spec"].get("rules") or []:
                     print(f"ingress-host: {rule.get('host')}")
+            if doc.get("kind") == "Service" and (doc.get("spec") or {}).get("clusterIP"):
+                meta = doc.get("metadata") or {}
+                ports = " ".join(str(p.get("port")) for p in doc["spec"].get("ports") or [])
+                print(f"service-ip: {meta.get('namespace')}/{meta.get('name')} {doc['spec']['clusterIP']} {ports}")
             count += 1
     for finding in findings:
         print(finding)
