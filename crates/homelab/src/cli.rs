@@ -2,6 +2,7 @@ use clap::{Parser, Subcommand};
 
 use crate::backup::BackupCmd;
 use crate::bootstrap::BootstrapCmd;
+use crate::client::ClientCmd;
 
 /// Automation for the azalab-0 homelab.
 #[derive(Debug, Parser)]
@@ -22,6 +23,9 @@ pub enum Command {
     Backup(BackupCmd),
     /// Install Flux on the local k3s and point it at this repository (idempotent, every boot).
     Bootstrap(BootstrapCmd),
+    /// The MacBook: back up to the Kopia server in the cluster through the Cloudflare Tunnel.
+    #[command(subcommand)]
+    Client(ClientCmd),
 }
 
 #[cfg(test)]

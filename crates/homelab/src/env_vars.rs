@@ -7,6 +7,11 @@ pub const JOURNAL_STREAM: &str = "JOURNAL_STREAM";
 /// Overrides the log filter (`tracing_subscriber` syntax).
 pub const HOMELAB_LOG: &str = "HOMELAB_LOG";
 
+/// Path of the MacBook's client configuration (`--config`).
+pub const HOMELAB_CLIENT_CONFIG: &str = "HOMELAB_CLIENT_CONFIG";
+/// Program name or path of cloudflared (tests point it at a stand-in).
+pub const HOMELAB_CLOUDFLARED: &str = "HOMELAB_CLOUDFLARED";
+
 /// Program name or path of the kopia binary.
 pub const HOMELAB_KOPIA: &str = "HOMELAB_KOPIA";
 pub const KOPIA_CONFIG_PATH: &str = "KOPIA_CONFIG_PATH";

@@ -383,7 +383,7 @@ impl Kopia {
         &self,
         paths: &[&Path],
         tags: &[(&str, &str)],
-        pin: &str,
+        pin: Option<&str>,
         description: &str,
         timeout: Option<Duration>,
     ) -> (Vec<Manifest>, Result<(), KopiaError>) {
@@ -392,17 +392,17 @@ impl Kopia {
             .map(|p| p.to_string_lossy().into_owned())
             .collect();
         let tags: Vec<String> = tags.iter().map(|(k, v)| format!("{k}:{v}")).collect();
-        let pin = format!("--pin={pin}");
+        let pin = pin.map(|pin| format!("--pin={pin}"));
         let mut args = vec!["snapshot", "create"];
         args.extend(paths.iter().map(String::as_str));
         args.extend([
             "--json",
             "--flush-per-source",
             "--no-send-snapshot-report",
-            &pin,
             "--description",
             description,
         ]);
+        args.extend(pin.as_deref());
         for tag in &tags {
             args.extend(["--tags", tag]);
         }
@@ -543,6 +543,73 @@ impl Kopia {
             .env(env_vars::AWS_ACCESS_KEY_ID, target.access_key_id)
             .env(env_vars::AWS_SECRET_ACCESS_KEY, target.secret_access_key);
         self.finish(&args, command).map(drop)
+    }
+
+    /// Connects this client to a Kopia repository server as `user@host`, accepting only the
+    /// certificate with this SHA-256. The password is the server account's.
+    pub fn connect_server(
+        &self,
+        url: &str,
+        fingerprint: &str,
+        user: &str,
+        host: &str,
+    ) -> Result<(), KopiaError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| KopiaError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let _ = std::fs::remove_file(self.config_path());
+        let cache = self.dir.join("cache");
+        let cache = cache.to_string_lossy();
+        self.run(&[
+            "repository",
+            "connect",
+            "server",
+            "--url",
+            url,
+            "--server-cert-fingerprint",
+            fingerprint,
+            "--override-username",
+            user,
+            "--override-hostname",
+            host,
+            "--cache-directory",
+            &cache,
+        ])
+        .map(drop)
+    }
+
+    /// Sets a source's own policy: extra ignore rules (added, never removed here) and retention.
+    pub fn set_source_policy(
+        &self,
+        path: &Path,
+        ignore: &[String],
+        retention: &PolicyRetention,
+    ) -> Result<(), KopiaError> {
+        let path = path.to_string_lossy();
+        let keep = |name: &str, value: Option<u32>| {
+            format!(
+                "--{name}={}",
+                value.map_or("inherit".into(), |v| v.to_string())
+            )
+        };
+        let mut args: Vec<String> = ["policy", "set", &path]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        args.extend([
+            keep("keep-latest", retention.keep_latest),
+            keep("keep-hourly", retention.keep_hourly),
+            keep("keep-daily", retention.keep_daily),
+            keep("keep-weekly", retention.keep_weekly),
+            keep("keep-monthly", retention.keep_monthly),
+            keep("keep-annual", retention.keep_annual),
+        ]);
+        for rule in ignore {
+            args.push(format!("--add-ignore={rule}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(&args).map(drop)
     }
 
     /// Mirrors the repository to S3. Never deletes remote blobs; kopia refuses a bucket holding

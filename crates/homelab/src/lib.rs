@@ -3,6 +3,7 @@
 pub mod backup;
 mod bootstrap;
 mod cli;
+mod client;
 mod env_vars;
 mod exit;
 mod kopia;
@@ -33,6 +34,7 @@ pub fn run() -> ExitCode {
     let status = match cli.command {
         cli::Command::Backup(cmd) => backup::run(cmd),
         cli::Command::Bootstrap(cmd) => bootstrap::run(&cmd),
+        cli::Command::Client(cmd) => client::run(cmd),
     };
     status.into()
 }

@@ -267,6 +267,54 @@ fn join(handle: JoinHandle<Vec<u8>>, deadline: Instant) -> Vec<u8> {
     handle.join().unwrap_or_default()
 }
 
+/// A helper process that runs beside the job (the `cloudflared access tcp` tunnel): in its own
+/// process group, told to stop by the parent-death signal on Linux, and stopped (group SIGTERM,
+/// grace, SIGKILL) when this is dropped, on every way out of the job.
+pub struct Background {
+    child: Child,
+    program: String,
+}
+
+impl Background {
+    pub fn spawn(command: &mut Command) -> Result<Self, ProcessError> {
+        let program = program_name(command.get_program());
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        #[cfg(target_os = "linux")]
+        // SAFETY: the closure only calls prctl(2), which is async-signal-safe, and allocates nothing.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from)
+            });
+        }
+        tracing::debug!(program = %program, args = ?command.get_args().collect::<Vec<_>>(), "starting in the background");
+        let child = command.spawn().map_err(|source| ProcessError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+        Ok(Self { child, program })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while the process runs (false once it exited on its own).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        tracing::debug!(program = %self.program, "stopping");
+        stop(&mut self.child);
+    }
+}
+
 /// SIGTERM to the child's process group, a grace period, then SIGKILL; always reaps the child.
 fn stop(child: &mut Child) {
     let group = i32::try_from(child.id())

@@ -300,3 +300,269 @@ fn the_laptop_backs_up_through_the_tunnel_to_the_server_the_cluster_runs_and_kee
         "the refusal names the fingerprint: {text}"
     );
 }
+
+/// A stand-in for `cloudflared` that `homelab client` starts: the TCP forwarder above.
+fn cloudflared_stand_in(lab: &Lab) -> PathBuf {
+    let path = lab.path("cloudflared");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nexec python3 {} \"$@\"\n",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/support/tcp_forwarder.py")
+                .display()
+        ),
+    )
+    .expect("stand-in");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    path
+}
+
+/// Pids of the tunnels a client started (the forwarder listening on `port`).
+fn tunnels_on(port: u16) -> Vec<i32> {
+    let needle = format!("127.0.0.1:{port}");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.contains("tcp_forwarder.py") && cmdline.contains(&needle)).then_some(pid)
+        })
+        .collect()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn homelab_client_sets_up_backs_up_through_the_tunnel_and_always_closes_it() {
+    if !require(&["kopia", "python3", "sh"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let host_data = lab.source_dir("host");
+    std::fs::write(host_data.join("a"), "host data").expect("file");
+    let backup_config = lab.write_config(
+        "backup.toml",
+        &format!(
+            "[[source]]\nname = \"host\"\npath = \"{}\"\n",
+            host_data.display()
+        ),
+    );
+    assert_eq!(lab.backup(&backup_config, &["run"]).status.code(), Some(0));
+    let pod = Pod::new(lab.path("pod"), lab.path("repo"), free_port());
+    let (server, fingerprint) = pod.start();
+    let fingerprint = fingerprint.expect("fingerprint");
+
+    let home = lab.path("home");
+    for folder in ["Documents", "Pictures", "Desktop"] {
+        std::fs::create_dir_all(home.join(folder)).expect("folder");
+        std::fs::write(home.join(folder).join("note.txt"), folder).expect("file");
+    }
+    let config = home.join(".config/homelab/client.toml");
+    let stand_in = cloudflared_stand_in(&lab);
+    let client = |args: &[&str]| {
+        let mut command = lab.homelab();
+        command
+            .arg("client")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("HOME", &home)
+            .env("HOMELAB_CLOUDFLARED", &stand_in)
+            .env("HOMELAB_TEST_FORWARD_TO", format!("127.0.0.1:{}", pod.port));
+        command
+    };
+    let run = |args: &[&str], input: Option<&str>| {
+        let mut command = client(args);
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("homelab runs");
+        if let Some(input) = input {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("input");
+        }
+        let out = child.wait_with_output().expect("homelab ends");
+        common::report(&format!("homelab client {args:?}"), &out);
+        out
+    };
+
+    // Setup: the configuration, the password, the connection, the policies, the agent.
+    let out = run(
+        &[
+            "setup",
+            "--fingerprint",
+            &fingerprint,
+            "--user",
+            CLIENT_USER,
+            "--hostname",
+            "localhost",
+            "--password-stdin",
+        ],
+        Some(&format!("{CLIENT_PASSWORD}\n")),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let said = common::stdout(&out);
+    for step in [
+        "wrote the configuration",
+        "stored the server password",
+        "certificate pinned",
+        "wrote the launchd agent",
+    ] {
+        assert!(said.contains(step), "setup says {step:?}: {said}");
+    }
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace(
+            "local-port = 51515",
+            &format!("local-port = {}", free_port()),
+        ),
+    )
+    .expect("a free port for the test");
+    let port: u16 = std::fs::read_to_string(&config)
+        .expect("config")
+        .lines()
+        .find_map(|l| l.strip_prefix("local-port = "))
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let password_file = home.join(".local/state/homelab-client/server-password");
+    let mode = std::fs::metadata(&password_file)
+        .expect("password file")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
+    // The agent parses back and runs the right command at the right time.
+    let plist_path = home.join("Library/LaunchAgents/network.aza.homelab-client-backup.plist");
+    let agent: plist::Value = plist::from_file(&plist_path).expect("the plist parses");
+    let agent = agent.as_dictionary().expect("a dictionary");
+    let arguments: Vec<&str> = agent["ProgramArguments"]
+        .as_array()
+        .expect("arguments")
+        .iter()
+        .map(|v| v.as_string().expect("text"))
+        .collect();
+    assert!(arguments[0].ends_with("/homelab"), "{arguments:?}");
+    assert_eq!(&arguments[1..4], ["client", "backup", "--config"]);
+    assert_eq!(arguments[4], config.to_string_lossy());
+    let calendar = agent["StartCalendarInterval"]
+        .as_dictionary()
+        .expect("calendar");
+    assert_eq!(calendar["Hour"].as_unsigned_integer(), Some(12));
+    assert_eq!(calendar["Minute"].as_unsigned_integer(), Some(30));
+    assert_eq!(agent["RunAtLoad"].as_boolean(), Some(true));
+
+    // Setup again changes nothing and needs nothing new.
+    let out = run(&["setup"], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(common::stdout(&out).contains("kept the configuration"));
+
+    // A backup through the tunnel; the tunnel is gone afterwards.
+    let out = run(&["backup"], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        tunnels_on(port).is_empty(),
+        "the tunnel is closed after a good run"
+    );
+    let out = lab.kopia(&["snapshot", "list", "--all", "--json"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON");
+    for folder in ["Documents", "Pictures", "Desktop"] {
+        let path = home.join(folder).to_string_lossy().into_owned();
+        assert!(
+            listed.iter().any(|s| s["source"]["userName"] == "aiden"
+                && s["source"]["host"] == "macbook"
+                && s["source"]["path"] == path.as_str()),
+            "{folder} was snapshotted as aiden@macbook"
+        );
+    }
+    let out = run(&["status", "--json"], None);
+    assert_eq!(out.status.code(), Some(0));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(status["agent_installed"], true);
+    assert_eq!(status["sources"][0]["stale"], false);
+
+    // Killed mid-backup: the tunnel dies with it (parent-death signal). kopia stands in hung.
+    let kopia = common::which("kopia").expect("kopia");
+    let hanging = lab.path("hanging-kopia");
+    std::fs::write(
+        &hanging,
+        format!(
+            "#!/bin/sh\nif [ \"$1 $2\" = \"snapshot create\" ]; then exec sleep 600; fi\nexec {} \"$@\"\n",
+            kopia.display()
+        ),
+    )
+    .expect("stand-in");
+    std::fs::set_permissions(
+        &hanging,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    for signal in [
+        nix::sys::signal::Signal::SIGKILL,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        let mut child = client(&["backup"])
+            .env("HOMELAB_KOPIA", &hanging)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("homelab runs");
+        wait_until("the tunnel opens", || !tunnels_on(port).is_empty());
+        std::thread::sleep(Duration::from_millis(300));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+            signal,
+        )
+        .expect("signal");
+        let status = child.wait().expect("homelab ends");
+        if signal == nix::sys::signal::Signal::SIGTERM {
+            assert_eq!(status.code(), Some(1), "a terminated run fails");
+        }
+        wait_until(&format!("the tunnel is gone after {signal}"), || {
+            tunnels_on(port).is_empty()
+        });
+    }
+
+    // kopia fails (the server is gone): the run fails and the tunnel is closed all the same.
+    drop(server);
+    let out = run(&["backup"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        tunnels_on(port).is_empty(),
+        "the tunnel is closed after a failed run"
+    );
+    let out = run(&["status"], None);
+    assert_eq!(out.status.code(), Some(1), "the failed run shows in status");
+
+    // A bad configuration is located.
+    std::fs::write(&config, "server-hostname = \"kopia.aza.network\"\nserver-fingerprint = \"abc\"\nuser = \"aiden@macbook\"\n")
+        .expect("config");
+    let out = run(&["status"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(":2: server-fingerprint: expected the certificate's SHA-256"),
+        "{}",
+        stderr(&out)
+    );
+}

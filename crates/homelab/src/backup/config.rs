@@ -95,6 +95,20 @@ pub struct Retention {
     pub keep_annual: u32,
 }
 
+impl Retention {
+    /// As kopia's policy holds it.
+    pub fn policy(&self) -> crate::kopia::PolicyRetention {
+        crate::kopia::PolicyRetention {
+            keep_latest: Some(self.keep_latest),
+            keep_hourly: Some(self.keep_hourly),
+            keep_daily: Some(self.keep_daily),
+            keep_weekly: Some(self.keep_weekly),
+            keep_monthly: Some(self.keep_monthly),
+            keep_annual: Some(self.keep_annual),
+        }
+    }
+}
+
 impl Default for Retention {
     fn default() -> Self {
         Self {
@@ -344,41 +358,57 @@ mod defaults {
     }
 }
 
+/// What a configuration check found wrong: the dotted key, its span and what was expected.
+pub(crate) type Invalid = (String, Range<usize>, String);
+
+/// Reads a strict TOML configuration file, deserializes it and runs `validate`; every error
+/// names the file, line and dotted key.
+pub(crate) fn load_toml<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    validate: impl FnOnce(&T) -> Result<(), Invalid>,
+) -> Result<T, Box<ConfigError>> {
+    let text = std::fs::read_to_string(file).map_err(|err| {
+        Box::new(ConfigError::new(
+            file,
+            "",
+            0..0,
+            format!("cannot read: {err}"),
+        ))
+    })?;
+    parse_toml(file, text, validate)
+}
+
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    text: String,
+    validate: impl FnOnce(&T) -> Result<(), Invalid>,
+) -> Result<T, Box<ConfigError>> {
+    let parsed = toml::Deserializer::parse(&text)
+        .map_err(|err| (String::new(), err))
+        .and_then(|de| {
+            serde_path_to_error::deserialize::<_, T>(de)
+                .map_err(|err| (err.path().to_string(), err.into_inner()))
+        });
+    let config = match parsed {
+        Ok(config) => config,
+        Err((key, err)) => {
+            let span = err.span().unwrap_or(0..0);
+            let err = ConfigError::new(file, &key, span, err.message().to_owned());
+            return Err(Box::new(err.with_source(text)));
+        }
+    };
+    match validate(&config) {
+        Ok(()) => Ok(config),
+        Err((key, span, message)) => Err(Box::new(
+            ConfigError::new(file, &key, span, message).with_source(text),
+        )),
+    }
+}
+
 impl BackupConfig {
     /// Reads, parses and validates the file at `file`.
     pub fn load(file: &Path) -> Result<Self, Box<ConfigError>> {
-        let text = std::fs::read_to_string(file).map_err(|err| {
-            Box::new(ConfigError::new(
-                file,
-                "",
-                0..0,
-                format!("cannot read: {err}"),
-            ))
-        })?;
-        Self::parse(file, text)
-    }
-
-    pub fn parse(file: &Path, text: String) -> Result<Self, Box<ConfigError>> {
-        let parsed = toml::Deserializer::parse(&text)
-            .map_err(|err| (String::new(), err))
-            .and_then(|de| {
-                serde_path_to_error::deserialize::<_, Self>(de)
-                    .map_err(|err| (err.path().to_string(), err.into_inner()))
-            });
-        let config = match parsed {
-            Ok(config) => config,
-            Err((key, err)) => {
-                let span = err.span().unwrap_or(0..0);
-                let err = ConfigError::new(file, &key, span, err.message().to_owned());
-                return Err(Box::new(err.with_source(text)));
-            }
-        };
-        match config.validate() {
-            Ok(()) => Ok(config),
-            Err((key, span, message)) => Err(Box::new(
-                ConfigError::new(file, &key, span, message).with_source(text),
-            )),
-        }
+        load_toml(file, Self::validate)
     }
 
     /// The rules serde cannot express. Returns the dotted key, its span and what was expected.
@@ -730,7 +760,7 @@ impl Source {
 
 /// Absolute and in the clean form kopia records (no `.`, `..`, `//` or trailing `/`), so that
 /// it compares equal to the paths in kopia's snapshot list.
-fn require_absolute(
+pub(crate) fn require_absolute(
     key: &str,
     path: &Spanned<PathBuf>,
 ) -> Result<(), (String, Range<usize>, String)> {
@@ -762,7 +792,11 @@ fn require_http_url(
     }
 }
 
-fn invalid<T>(key: &str, value: &Spanned<T>, expected: &str) -> (String, Range<usize>, String) {
+pub(crate) fn invalid<T>(
+    key: &str,
+    value: &Spanned<T>,
+    expected: &str,
+) -> (String, Range<usize>, String) {
     (key.to_owned(), value.span(), format!("expected {expected}"))
 }
 

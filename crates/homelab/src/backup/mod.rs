@@ -12,7 +12,7 @@ mod offsite;
 mod recovery_kit;
 mod restore;
 mod run;
-mod state;
+pub(crate) mod state;
 mod status;
 mod sync;
 mod verify;

@@ -20,7 +20,7 @@ use super::{
     ConfigArg, LAST_GOOD_PIN, RUN_TAG, STAGING_DIR, Session, last_good, notify, of_source,
 };
 use crate::exit::ExitStatus;
-use crate::kopia::{Kopia, KopiaError, Manifest, Policy, PolicyRetention};
+use crate::kopia::{Kopia, KopiaError, Manifest, Policy};
 use crate::logging;
 
 #[derive(Debug, Args)]
@@ -186,15 +186,7 @@ fn ensure_retention(
     config: &BackupConfig,
     policies: &[Policy],
 ) -> Result<(), KopiaError> {
-    let r = &config.retention;
-    let wanted = PolicyRetention {
-        keep_latest: Some(r.keep_latest),
-        keep_hourly: Some(r.keep_hourly),
-        keep_daily: Some(r.keep_daily),
-        keep_weekly: Some(r.keep_weekly),
-        keep_monthly: Some(r.keep_monthly),
-        keep_annual: Some(r.keep_annual),
-    };
+    let wanted = config.retention.policy();
     let global = policies.iter().find(|p| p.target.path.is_empty());
     if global.map(|p| &p.retention) != Some(&wanted) {
         kopia.set_global_retention(&wanted)?;
@@ -305,7 +297,7 @@ fn snapshot_and_finish(
             let (manifests, status) = session.kopia.snapshot_create(
                 &ready,
                 &[(RUN_TAG, run_id)],
-                LAST_GOOD_PIN,
+                Some(LAST_GOOD_PIN),
                 &format!("homelab backup run {run_id}"),
                 timeout,
             );
