@@ -193,7 +193,7 @@ fn an_unknown_field_in_a_core_resource_fails() {
     let copy = copy_tree();
     edit(
         copy.path(),
-        "manifests/cluster/persistentvolumes.yaml",
+        "manifests/cluster/persistent-volumes.yaml",
         "  accessModes:",
         "  accesModes:\n    - ReadWriteOnce\n  accessModes:",
     );
@@ -317,7 +317,7 @@ fn every_volume_and_backup_source_under_srv_is_in_the_hosts_storage_tree() {
     let volumes = std::fs::read_to_string(
         repo()
             .join(CLUSTER)
-            .join("manifests/cluster/persistentvolumes.yaml"),
+            .join("manifests/cluster/persistent-volumes.yaml"),
     )
     .expect("volumes");
     let host_paths: Vec<&str> = volumes
