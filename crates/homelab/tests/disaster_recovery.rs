@@ -441,3 +441,78 @@ fn a_host_destroyed_is_rebuilt_from_the_r2_mirror_with_nothing_but_the_recovery_
         eprintln!("  {seconds:>7.2}  {name}");
     }
 }
+
+#[test]
+fn the_recovery_kit_is_private_and_check_says_when_a_new_one_is_due() {
+    if !require(&["kopia"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let data = lab.source_dir("files");
+    std::fs::write(data.join("a"), "a").expect("file");
+    let key = lab.path("key.txt");
+    std::fs::write(
+        &key,
+        "# public key: age1test\nAGE-SECRET-KEY-1TESTONLYNOTAREALKEY\n",
+    )
+    .expect("key");
+    let config = lab.write_config(
+        "backup.toml",
+        &format!(
+            "[recovery-kit]\nage-key-file = \"{}\"\nsource-repository = \"https://github.com/s1dny/homelab\"\n\n\
+             [[source]]\nname = \"files\"\npath = \"{}\"\n",
+            key.display(),
+            data.display()
+        ),
+    );
+    assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
+    let out = lab.backup(&config, &["recovery-kit", "--check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(common::stdout(&out).contains("no recovery kit was ever written"));
+
+    let kit = lab.path("kit.txt");
+    let out = lab.backup(
+        &config,
+        &["recovery-kit", "--output", &kit.to_string_lossy()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&kit).expect("kit").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the kit is readable by its owner only");
+    let text = std::fs::read_to_string(&kit).expect("kit");
+    for part in [
+        "AGE-SECRET-KEY-1TESTONLYNOTAREALKEY",
+        "correct horse battery staple",
+        "https://github.com/s1dny/homelab",
+    ] {
+        assert!(text.contains(part), "the kit holds {part}");
+    }
+    let unique_id = kit_section(&text, "== KOPIA REPOSITORY UNIQUE ID");
+    assert_eq!(
+        unique_id.len(),
+        64,
+        "the repository's unique ID: {unique_id}"
+    );
+    assert_eq!(
+        lab.backup(&config, &["recovery-kit", "--check"])
+            .status
+            .code(),
+        Some(0)
+    );
+
+    // An existing file is never overwritten; a changed password makes the kit out of date.
+    let out = lab.backup(
+        &config,
+        &["recovery-kit", "--output", &kit.to_string_lossy()],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    std::fs::write(lab.path("password"), "a new password\n").expect("password");
+    let out = lab.backup(&config, &["recovery-kit", "--check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        common::stdout(&out).contains("a key changed"),
+        "{}",
+        common::stdout(&out)
+    );
+}

@@ -120,6 +120,17 @@ impl Kit {
 }
 
 pub fn run(config: &BackupConfig, cmd: &RecoveryKitCmd) -> anyhow::Result<ExitStatus> {
+    if cmd.check {
+        // Runs inside every NixOS activation: a reminder, never a notification or a delay.
+        return Ok(write_or_check(config, cmd).unwrap_or_else(|err| {
+            println!("cannot check the recovery kit: {err:#}");
+            ExitStatus::Failure
+        }));
+    }
+    write_or_check(config, cmd)
+}
+
+fn write_or_check(config: &BackupConfig, cmd: &RecoveryKitCmd) -> anyhow::Result<ExitStatus> {
     let Some(facts) = &config.recovery_kit else {
         eprintln!(
             "error: the configuration has no [recovery-kit] table (age-key-file, \
