@@ -117,7 +117,9 @@ in
     # Every switch says when the off-host recovery kit is missing or older than the keys it
     # must hold (docs/disaster-recovery.md). A reminder only: it never fails the activation.
     system.activationScripts.homelabRecoveryKit = {
-      deps = [ "setupSecrets" ];
+      # sops-nix decrypts in the `setupSecrets` activation script unless it runs as a systemd
+      # unit (`sops.useSystemdActivation`), when that script does not exist.
+      deps = lib.optional (!config.sops.useSystemdActivation) "setupSecrets";
       text = ''
         ${lib.getExe cfg.package} backup recovery-kit --check --config ${configFile} || true
       '';
