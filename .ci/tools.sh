@@ -45,6 +45,17 @@ install_cargo_tool() { # $1: crate, $2: version
   echo "$2" >"$tools/$1.version"
 }
 
+install_npm_tool() { # $1: package, $2: version; binaries land in $tools/npm/node_modules/.bin
+  say "$1 $2 (npm)"
+  if [[ $(cat "$tools/npm/$1.version" 2>/dev/null) == "$2" ]]; then
+    return 0
+  fi
+  command -v npm >/dev/null || die "npm is needed to install $1"
+  mkdir -p "$tools/npm"
+  npm install --silent --no-audit --no-fund --prefix "$tools/npm" "$1@$2"
+  echo "$2" >"$tools/npm/$1.version"
+}
+
 install_python_tools() { # $1: requirements file
   say "Python tools ($1)"
   [[ -x $tools/venv/bin/pip ]] || python3 -m venv "$tools/venv"
