@@ -25,17 +25,8 @@ fn spawn_run(lab: &Lab, config: &Path) -> Child {
 fn wait_for_process(needles: &[&str], within: Duration) -> i32 {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if needles.iter().all(|n| cmdline.contains(n)) {
-                return pid;
-            }
+        if let Some(pid) = common::pids_with(needles).first() {
+            return *pid;
         }
         std::thread::sleep(Duration::from_millis(5));
     }

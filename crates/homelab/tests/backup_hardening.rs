@@ -262,19 +262,6 @@ fn wait_bounded(mut child: std::process::Child, within: Duration) -> (Output, Du
     }
 }
 
-fn processes_with(needle: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            cmdline.contains(needle).then_some(pid)
-        })
-        .collect()
-}
-
 #[test]
 fn a_kopia_stand_in_that_hangs_on_snapshot_create_is_stopped_at_the_time_limit() {
     if !require(&["kopia"]) {
@@ -284,24 +271,7 @@ fn a_kopia_stand_in_that_hangs_on_snapshot_create_is_stopped_at_the_time_limit()
     let hook = HttpStandIn::start();
     let data = lab.source_dir("files");
     std::fs::write(data.join("a"), "a").expect("file");
-    // Stands in for a kopia that never returns from `snapshot create` (a hung disk, a stuck
-    // lock): the real kopia for everything else.
-    let kopia = common::which("kopia").expect("kopia");
-    let hang = "sleep 7431";
-    let stand_in = lab.path("hanging-kopia");
-    std::fs::write(
-        &stand_in,
-        format!(
-            "#!/bin/sh\nif [ \"$1 $2\" = \"snapshot create\" ]; then exec {hang}; fi\nexec {} \"$@\"\n",
-            kopia.display()
-        ),
-    )
-    .expect("stand-in");
-    std::fs::set_permissions(
-        &stand_in,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
+    let stand_in = common::hanging_kopia(&lab, 7431);
     let sources = format!(
         "[time-limit]\nrun = \"10s\"\n\n{}[[source]]\nname = \"files\"\npath = \"{}\"\n",
         notify_table(&lab, &hook),
@@ -327,7 +297,10 @@ fn a_kopia_stand_in_that_hangs_on_snapshot_create_is_stopped_at_the_time_limit()
         "{}",
         stdout(&out)
     );
-    assert!(processes_with(hang).is_empty(), "the hung child is gone");
+    assert!(
+        common::pids_with(&["sleep 7431"]).is_empty(),
+        "the hung child is gone"
+    );
     assert!(
         notifications(&hook)
             .iter()

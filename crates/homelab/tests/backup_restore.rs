@@ -4,55 +4,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::{Lab, Postgres, S3_KEY_ID, S3_SECRET, S3Server, require, stderr, stdout};
+use common::{
+    Lab, Postgres, S3_KEY_ID, S3_SECRET, S3Server, assert_same_files, file_tree, require, stderr,
+    stdout,
+};
 use rusqlite::Connection;
-
-/// Every regular file under `root` (relative path → content), skipping paths whose text starts
-/// with one of `skip` (`db.sqlite3` skips its `-wal` and `-shm` too).
-fn tree(root: &Path, skip: &[&str]) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
-            let path = entry.path();
-            let relative = path.strip_prefix(root).expect("inside").to_owned();
-            if skip
-                .iter()
-                .any(|s| relative.to_string_lossy().starts_with(s))
-            {
-                continue;
-            }
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.insert(relative, std::fs::read(&path).expect("read file"));
-            }
-        }
-    }
-    files
-}
-
-/// Asserts two trees are equal, naming the files that differ instead of printing contents.
-#[track_caller]
-fn assert_same(
-    found: &BTreeMap<PathBuf, Vec<u8>>,
-    wanted: &BTreeMap<PathBuf, Vec<u8>>,
-    what: &str,
-) {
-    let differing: Vec<&PathBuf> = found
-        .keys()
-        .chain(wanted.keys())
-        .filter(|k| found.get(*k) != wanted.get(*k))
-        .collect();
-    assert!(
-        differing.is_empty(),
-        "{what}: these files differ: {differing:?}"
-    );
-}
 
 fn rows(db: &Path) -> i64 {
     Connection::open(db)
@@ -107,8 +66,8 @@ fn restore_to_a_target_puts_each_database_in_place_and_touches_nothing_live() {
     let data = vault(&lab, 40);
     let config = vault_config(&lab, &data, "");
     assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
-    let captured = tree(&data, &["icon_cache", "db.sqlite3"]);
-    let live_before = tree(&data, &[]);
+    let captured = file_tree(&data, &["icon_cache", "db.sqlite3"]);
+    let live_before = file_tree(&data, &[]);
 
     let target = lab.path("restored");
     let out = lab.backup(
@@ -124,12 +83,12 @@ fn restore_to_a_target_puts_each_database_in_place_and_touches_nothing_live() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("nothing live was touched"));
     assert_eq!(
-        tree(&data, &[]),
+        file_tree(&data, &[]),
         live_before,
         "the live source is untouched"
     );
     assert_eq!(
-        tree(&target, &["db.sqlite3", ".homelab-backup"]),
+        file_tree(&target, &["db.sqlite3", ".homelab-backup"]),
         captured,
         "every other file is back, byte for byte"
     );
@@ -167,7 +126,7 @@ fn restore_in_place_stops_sets_aside_swaps_and_starts_the_app() {
     )
     .expect("chmod");
     assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
-    let captured = tree(&data, &["icon_cache", "db.sqlite3"]);
+    let captured = file_tree(&data, &["icon_cache", "db.sqlite3"]);
 
     // What happened after the backup, and will be undone.
     std::fs::write(data.join("attachments/abc/file.bin"), b"overwritten").expect("file");
@@ -175,7 +134,7 @@ fn restore_in_place_stops_sets_aside_swaps_and_starts_the_app() {
     Connection::open(data.join("db.sqlite3"))
         .and_then(|c| c.execute("DELETE FROM ciphers WHERE id > 5", []))
         .expect("delete rows");
-    let damaged = tree(&data, &[]);
+    let damaged = file_tree(&data, &[]);
 
     let out = lab.backup(
         &config,
@@ -190,7 +149,11 @@ fn restore_in_place_stops_sets_aside_swaps_and_starts_the_app() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("move"), "{}", stdout(&out));
     assert!(stdout(&out).contains("dry run: nothing was changed"));
-    assert_same(&tree(&data, &[]), &damaged, "a dry run changes nothing");
+    assert_same_files(
+        &file_tree(&data, &[]),
+        &damaged,
+        "a dry run changes nothing",
+    );
     assert!(!log.exists(), "a dry run stops nothing");
 
     let out = lab.backup(
@@ -203,8 +166,8 @@ fn restore_in_place_stops_sets_aside_swaps_and_starts_the_app() {
         "stop\nstart\n",
         "stopped once, started once"
     );
-    assert_same(
-        &tree(&data, &["icon_cache", "db.sqlite3"]),
+    assert_same_files(
+        &file_tree(&data, &["icon_cache", "db.sqlite3"]),
         &captured,
         "restored in place",
     );
@@ -242,7 +205,7 @@ fn restore_in_place_stops_sets_aside_swaps_and_starts_the_app() {
         .filter(|p| p.to_string_lossy().contains("vaultwarden.before-restore-"))
         .collect();
     assert_eq!(aside.len(), 1, "the previous data is set aside: {aside:?}");
-    let kept = tree(&aside[0], &[]);
+    let kept = file_tree(&aside[0], &[]);
     assert_eq!(
         kept.get(Path::new("stray.txt")).map(Vec::as_slice),
         Some(&b"new"[..])
@@ -321,7 +284,7 @@ fn a_stop_command_that_fails_leaves_the_live_data_as_it_was_and_starts_the_app()
     );
     let config = vault_config(&lab, &data, &restore);
     assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
-    let before = tree(&data, &[]);
+    let before = file_tree(&data, &[]);
     let out = lab.backup(
         &config,
         &["restore", "--source", "vaultwarden", "--in-place"],
@@ -334,7 +297,7 @@ fn a_stop_command_that_fails_leaves_the_live_data_as_it_was_and_starts_the_app()
     );
     assert!(stderr(&out).contains("cannot stop"), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&log).expect("log"), "start\n");
-    assert_same(&tree(&data, &[]), &before, "the live data");
+    assert_same_files(&file_tree(&data, &[]), &before, "the live data");
     let siblings: Vec<String> = std::fs::read_dir(data.parent().expect("parent"))
         .expect("src")
         .flatten()
@@ -423,7 +386,7 @@ fn restore_from_the_mirror_falls_back_to_the_newest_snapshot_that_verifies() {
         lab.backup(&config, &["sync", "--init"]).status.code(),
         Some(0)
     );
-    let first = tree(&data, &[]);
+    let first = file_tree(&data, &[]);
     let before: Vec<String> = std::fs::read_dir(&bucket)
         .expect("bucket")
         .flatten()
@@ -463,7 +426,7 @@ fn restore_from_the_mirror_falls_back_to_the_newest_snapshot_that_verifies() {
         stderr(&out)
     );
     assert_eq!(
-        tree(&target, &[]),
+        file_tree(&target, &[]),
         first,
         "the older, whole snapshot came back"
     );
@@ -494,7 +457,7 @@ fn names_kopia_cannot_keep_apart_are_reported_not_silently_merged() {
         ),
     );
     assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
-    let before = tree(&data, &[]);
+    let before = file_tree(&data, &[]);
     let out = lab.backup(&config, &["restore", "--source", "files", "--in-place"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -508,7 +471,7 @@ fn names_kopia_cannot_keep_apart_are_reported_not_silently_merged() {
         stderr(&out)
     );
     assert!(!log.exists(), "the app was never stopped");
-    assert_same(&tree(&data, &[]), &before, "the live data");
+    assert_same_files(&file_tree(&data, &[]), &before, "the live data");
 }
 
 #[test]

@@ -6,14 +6,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use common::{Lab, Postgres, S3_KEY_ID, S3_SECRET, S3Server, require, stderr};
+use common::{
+    Lab, Postgres, S3_KEY_ID, S3_SECRET, S3Server, assert_same_files, file_tree, require, stderr,
+};
 use rusqlite::Connection;
 
 fn run_ok(command: &mut Command) -> String {
@@ -68,46 +69,6 @@ fn render_secrets(secrets: &Path, key_file: &Path, dir: &Path) -> (PathBuf, Path
     )
     .expect("credentials");
     (password, credentials)
-}
-
-/// Every file under `root` (relative path → content), except `skip` names and the staging folder.
-fn tree(root: &Path, skip: &[&str]) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
-            let path = entry.path();
-            let relative = path.strip_prefix(root).expect("inside").to_owned();
-            let text = relative.to_string_lossy();
-            if text.starts_with(".homelab-backup") || skip.iter().any(|s| text.starts_with(s)) {
-                continue;
-            }
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.insert(relative, std::fs::read(&path).expect("read"));
-            }
-        }
-    }
-    files
-}
-
-#[track_caller]
-fn assert_same(
-    found: &BTreeMap<PathBuf, Vec<u8>>,
-    wanted: &BTreeMap<PathBuf, Vec<u8>>,
-    what: &str,
-) {
-    let differing: Vec<&PathBuf> = found
-        .keys()
-        .chain(wanted.keys())
-        .filter(|k| found.get(*k) != wanted.get(*k))
-        .collect();
-    assert!(
-        differing.is_empty(),
-        "{what}: these files differ: {differing:?}"
-    );
-    assert!(!wanted.is_empty(), "{what}: nothing to compare");
 }
 
 /// The backup configuration of a host whose sources live under `srv` and `etc` (the same paths
@@ -311,10 +272,16 @@ fn a_host_destroyed_is_rebuilt_from_the_r2_mirror_with_nothing_but_the_recovery_
             .expect("rows at capture");
     assert!(rows_at_capture > 0);
     let originals = [
-        ("vaultwarden", tree(&vault, &["db.sqlite3"])),
-        ("files", tree(&files, &[])),
-        ("immich", tree(&immich, &["postgres"])),
-        ("nixos", tree(&nixos, &[])),
+        (
+            "vaultwarden",
+            file_tree(&vault, &[".homelab-backup", "db.sqlite3"]),
+        ),
+        ("files", file_tree(&files, &[".homelab-backup"])),
+        (
+            "immich",
+            file_tree(&immich, &[".homelab-backup", "postgres"]),
+        ),
+        ("nixos", file_tree(&nixos, &[".homelab-backup"])),
     ];
     let kit = std::fs::read_to_string(&kit_file).expect("kit");
     drop(pg_a);
@@ -368,7 +335,11 @@ fn a_host_destroyed_is_rebuilt_from_the_r2_mirror_with_nothing_but_the_recovery_
             "nixos" => nixos.clone(),
             other => srv.join(other),
         };
-        assert_same(&tree(&path, &["db.sqlite3", "postgres"]), original, name);
+        assert_same_files(
+            &file_tree(&path, &[".homelab-backup", "db.sqlite3", "postgres"]),
+            original,
+            name,
+        );
     }
     // Before anything opens it (opening a WAL database creates its -wal).
     assert!(!vault.join("db.sqlite3-wal").exists());

@@ -303,35 +303,20 @@ fn the_laptop_backs_up_through_the_tunnel_to_the_server_the_cluster_runs_and_kee
 
 /// A stand-in for `cloudflared` that `homelab client` starts: the TCP forwarder above.
 fn cloudflared_stand_in(lab: &Lab) -> PathBuf {
-    let path = lab.path("cloudflared");
-    std::fs::write(
-        &path,
-        format!(
+    common::script(
+        &lab.path("cloudflared"),
+        &format!(
             "#!/bin/sh\nexec python3 {} \"$@\"\n",
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("tests/support/tcp_forwarder.py")
                 .display()
         ),
     )
-    .expect("stand-in");
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
-    path
 }
 
 /// Pids of the tunnels a client started (the forwarder listening on `port`).
 fn tunnels_on(port: u16) -> Vec<i32> {
-    let needle = format!("127.0.0.1:{port}");
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            (cmdline.contains("tcp_forwarder.py") && cmdline.contains(&needle)).then_some(pid)
-        })
-        .collect()
+    common::pids_with(&["tcp_forwarder.py", &format!("127.0.0.1:{port}")])
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -503,21 +488,7 @@ fn homelab_client_sets_up_backs_up_through_the_tunnel_and_always_closes_it() {
     assert_eq!(status["sources"][0]["stale"], false);
 
     // Killed mid-backup: the tunnel dies with it (parent-death signal). kopia stands in hung.
-    let kopia = common::which("kopia").expect("kopia");
-    let hanging = lab.path("hanging-kopia");
-    std::fs::write(
-        &hanging,
-        format!(
-            "#!/bin/sh\nif [ \"$1 $2\" = \"snapshot create\" ]; then exec sleep 600; fi\nexec {} \"$@\"\n",
-            kopia.display()
-        ),
-    )
-    .expect("stand-in");
-    std::fs::set_permissions(
-        &hanging,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
+    let hanging = common::hanging_kopia(&lab, 600);
     for signal in [
         nix::sys::signal::Signal::SIGKILL,
         nix::sys::signal::Signal::SIGTERM,

@@ -537,3 +537,83 @@ pub fn random_file(path: &Path, size: usize) {
         left -= n;
     }
 }
+
+/// Every regular file under `root` (relative path → content), skipping paths whose text starts
+/// with one of `skip` (`db.sqlite3` skips its `-wal` and `-shm` too).
+pub fn file_tree(root: &Path, skip: &[&str]) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
+            let path = entry.path();
+            let relative = path.strip_prefix(root).expect("inside").to_owned();
+            if skip
+                .iter()
+                .any(|s| relative.to_string_lossy().starts_with(s))
+            {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.insert(relative, std::fs::read(&path).expect("read file"));
+            }
+        }
+    }
+    files
+}
+
+/// Asserts two file trees are equal and not empty, naming the files that differ instead of
+/// printing their contents.
+#[track_caller]
+pub fn assert_same_files(
+    found: &std::collections::BTreeMap<PathBuf, Vec<u8>>,
+    wanted: &std::collections::BTreeMap<PathBuf, Vec<u8>>,
+    what: &str,
+) {
+    let differing: Vec<&PathBuf> = found
+        .keys()
+        .chain(wanted.keys())
+        .filter(|k| found.get(*k) != wanted.get(*k))
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{what}: these files differ: {differing:?}"
+    );
+    assert!(!wanted.is_empty(), "{what}: nothing to compare");
+}
+
+/// Writes an executable shell script.
+pub fn script(path: &Path, text: &str) -> PathBuf {
+    std::fs::write(path, text).expect("script");
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    path.to_owned()
+}
+
+/// Stands in for a kopia that never returns from `snapshot create` (a hung disk, a stuck
+/// lock): `sleep SECONDS` there, the real kopia for everything else. Pass it as HOMELAB_KOPIA.
+pub fn hanging_kopia(lab: &Lab, sleep_seconds: u32) -> PathBuf {
+    let kopia = which("kopia").expect("kopia");
+    script(
+        &lab.path("hanging-kopia"),
+        &format!(
+            "#!/bin/sh\nif [ \"$1 $2\" = \"snapshot create\" ]; then exec sleep {sleep_seconds}; fi\nexec {} \"$@\"\n",
+            kopia.display()
+        ),
+    )
+}
+
+/// Pids of the processes whose command line contains every one of `needles`.
+pub fn pids_with(needles: &[&str]) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            needles.iter().all(|n| cmdline.contains(n)).then_some(pid)
+        })
+        .collect()
+}
