@@ -141,6 +141,28 @@ pub struct PolicyRetention {
     pub keep_annual: Option<u32>,
 }
 
+impl PolicyRetention {
+    /// As `policy set` flags; an unset value inherits.
+    fn flags(&self) -> Vec<String> {
+        [
+            ("keep-latest", self.keep_latest),
+            ("keep-hourly", self.keep_hourly),
+            ("keep-daily", self.keep_daily),
+            ("keep-weekly", self.keep_weekly),
+            ("keep-monthly", self.keep_monthly),
+            ("keep-annual", self.keep_annual),
+        ]
+        .into_iter()
+        .map(|(name, value)| {
+            format!(
+                "--{name}={}",
+                value.map_or("inherit".into(), |v| v.to_string())
+            )
+        })
+        .collect()
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct PolicyFiles {
     #[serde(default)]
@@ -210,6 +232,15 @@ impl Kopia {
         }
     }
 
+    /// Creates the client's folder; returns its cache folder for `--cache-directory`.
+    fn prepare_dir(&self) -> Result<String, KopiaError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| KopiaError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        Ok(self.dir.join("cache").to_string_lossy().into_owned())
+    }
+
     fn config_path(&self) -> PathBuf {
         self.dir.join("repository.config")
     }
@@ -243,6 +274,15 @@ impl Kopia {
         }
     }
 
+    /// Runs kopia with the S3 keys in its environment (never in argv).
+    fn run_with_s3_keys(&self, args: &[&str], target: &S3Target<'_>) -> Result<(), KopiaError> {
+        let mut command = self.command(args);
+        command
+            .env(env_vars::AWS_ACCESS_KEY_ID, target.access_key_id)
+            .env(env_vars::AWS_SECRET_ACCESS_KEY, target.secret_access_key);
+        self.finish(args, command).map(drop)
+    }
+
     fn run(&self, args: &[&str]) -> Result<Finished, KopiaError> {
         self.finish(args, self.command(args))
     }
@@ -266,13 +306,8 @@ impl Kopia {
             }
             None => {}
         }
-        std::fs::create_dir_all(&self.dir).map_err(|source| KopiaError::Io {
-            path: self.dir.clone(),
-            source,
-        })?;
+        let cache = self.prepare_dir()?;
         let path = repository.to_string_lossy();
-        let cache = self.dir.join("cache");
-        let cache = cache.to_string_lossy();
         if repository.join(FORMAT_BLOB).exists() {
             tracing::info!(repository = %path, "connecting to the Kopia repository");
             self.run(&[
@@ -328,22 +363,9 @@ impl Kopia {
     }
 
     pub fn set_global_retention(&self, wanted: &PolicyRetention) -> Result<(), KopiaError> {
-        let flag = |name: &str, value: Option<u32>| {
-            format!(
-                "--{name}={}",
-                value.map_or("inherit".into(), |v| v.to_string())
-            )
-        };
-        let args = [
-            flag("keep-latest", wanted.keep_latest),
-            flag("keep-hourly", wanted.keep_hourly),
-            flag("keep-daily", wanted.keep_daily),
-            flag("keep-weekly", wanted.keep_weekly),
-            flag("keep-monthly", wanted.keep_monthly),
-            flag("keep-annual", wanted.keep_annual),
-        ];
+        let flags = wanted.flags();
         let mut all = vec!["policy", "set", "--global"];
-        all.extend(args.iter().map(String::as_str));
+        all.extend(flags.iter().map(String::as_str));
         self.run(&all).map(drop)
     }
 
@@ -515,12 +537,7 @@ impl Kopia {
     /// Connects this client, read-only, straight to the S3 mirror. The keys reach kopia through
     /// its environment; kopia then keeps them in its client config (see `offsite::Mirror`).
     pub fn connect_s3_readonly(&self, target: &S3Target<'_>) -> Result<(), KopiaError> {
-        std::fs::create_dir_all(&self.dir).map_err(|source| KopiaError::Io {
-            path: self.dir.clone(),
-            source,
-        })?;
-        let cache = self.dir.join("cache");
-        let cache = cache.to_string_lossy();
+        let cache = self.prepare_dir()?;
         let mut args = vec![
             "repository",
             "connect",
@@ -538,11 +555,7 @@ impl Kopia {
         if !target.tls {
             args.push("--disable-tls");
         }
-        let mut command = self.command(&args);
-        command
-            .env(env_vars::AWS_ACCESS_KEY_ID, target.access_key_id)
-            .env(env_vars::AWS_SECRET_ACCESS_KEY, target.secret_access_key);
-        self.finish(&args, command).map(drop)
+        self.run_with_s3_keys(&args, target)
     }
 
     /// Connects this client to a Kopia repository server as `user@host`, accepting only the
@@ -554,13 +567,8 @@ impl Kopia {
         user: &str,
         host: &str,
     ) -> Result<(), KopiaError> {
-        std::fs::create_dir_all(&self.dir).map_err(|source| KopiaError::Io {
-            path: self.dir.clone(),
-            source,
-        })?;
+        let cache = self.prepare_dir()?;
         let _ = std::fs::remove_file(self.config_path());
-        let cache = self.dir.join("cache");
-        let cache = cache.to_string_lossy();
         self.run(&[
             "repository",
             "connect",
@@ -587,24 +595,8 @@ impl Kopia {
         retention: &PolicyRetention,
     ) -> Result<(), KopiaError> {
         let path = path.to_string_lossy();
-        let keep = |name: &str, value: Option<u32>| {
-            format!(
-                "--{name}={}",
-                value.map_or("inherit".into(), |v| v.to_string())
-            )
-        };
-        let mut args: Vec<String> = ["policy", "set", &path]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        args.extend([
-            keep("keep-latest", retention.keep_latest),
-            keep("keep-hourly", retention.keep_hourly),
-            keep("keep-daily", retention.keep_daily),
-            keep("keep-weekly", retention.keep_weekly),
-            keep("keep-monthly", retention.keep_monthly),
-            keep("keep-annual", retention.keep_annual),
-        ]);
+        let mut args: Vec<String> = vec!["policy".into(), "set".into(), path.into_owned()];
+        args.extend(retention.flags());
         for rule in ignore {
             args.push(format!("--add-ignore={rule}"));
         }
@@ -634,10 +626,6 @@ impl Kopia {
         if !target.tls {
             args.push("--disable-tls");
         }
-        let mut command = self.command(&args);
-        command
-            .env(env_vars::AWS_ACCESS_KEY_ID, target.access_key_id)
-            .env(env_vars::AWS_SECRET_ACCESS_KEY, target.secret_access_key);
-        self.finish(&args, command).map(drop)
+        self.run_with_s3_keys(&args, target)
     }
 }
