@@ -6,15 +6,10 @@
 set -euo pipefail
 
 size_mib=${1:-1024}
-repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-for tool in kopia hyperfine python3; do
-  command -v "$tool" >/dev/null || { echo "error: $tool is not on PATH" >&2; exit 1; }
-done
-cargo build --release --quiet --manifest-path "$repo_root/Cargo.toml"
-homelab=$repo_root/target/release/homelab
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_setup kopia hyperfine python3
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/homelab-bench-XXXXXX")
-trap 'rm -rf "$work"' EXIT
 echo "bench password" >"$work/password"
 export KOPIA_CONFIG_PATH=$work/state/kopia/repository.config
 export KOPIA_PASSWORD="bench password"

@@ -5,12 +5,9 @@
 set -euo pipefail
 
 largest=${1:-16000}
-repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cargo build --release --quiet --manifest-path "$repo_root/Cargo.toml"
-homelab=$repo_root/target/release/homelab
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/homelab-bench-XXXXXX")
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_setup python3
 
 for ((count = largest / 16; count <= largest; count *= 2)); do
   file=$work/sources-$count.toml

@@ -8,15 +8,10 @@ set -euo pipefail
 
 size_mib=${1:-1024}
 runs=${2:-3}
-repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-for tool in kopia python3 sqlite3; do
-  command -v "$tool" >/dev/null || { echo "error: $tool is not on PATH" >&2; exit 1; }
-done
-cargo build --release --quiet --manifest-path "$repo_root/Cargo.toml"
-homelab=$repo_root/target/release/homelab
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_setup kopia python3 sqlite3
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/homelab-bench-XXXXXX")
-trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/src/vaultwarden"
 db=$work/src/vaultwarden/db.sqlite3
 echo "bench password" >"$work/password"

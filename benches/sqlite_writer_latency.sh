@@ -6,16 +6,11 @@
 set -euo pipefail
 
 size_mib=${1:-1024}
-repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 writer=$repo_root/crates/homelab/tests/support/bank_writer.py
-for tool in kopia python3; do
-  command -v "$tool" >/dev/null || { echo "error: $tool is not on PATH" >&2; exit 1; }
-done
-cargo build --release --quiet --manifest-path "$repo_root/Cargo.toml"
-homelab=$repo_root/target/release/homelab
+bench_setup kopia python3
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/homelab-bench-XXXXXX")
-trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/src/vaultwarden"
 db=$work/src/vaultwarden/db.sqlite3
 echo "bench password" >"$work/password"
