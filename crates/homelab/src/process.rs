@@ -157,14 +157,41 @@ pub fn run_with_input(
     spawn_and_wait(command, stdin, input, cancel, timeout, capture_stdout)
 }
 
-/// [`run`], with the child's stdin read from `file` (a dump loaded by `psql`).
-pub fn run_with_stdin_file(
-    command: &mut Command,
-    file: std::fs::File,
+/// A configured command (an argv list) that could not run or exited non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error("`{argv}` failed ({status}):\n{stderr}")]
+    Failed {
+        argv: String,
+        status: ExitStatus,
+        stderr: String,
+    },
+}
+
+/// Runs configured commands one after another, each bounded by `timeout`; the first that fails
+/// stops the rest. `stdin`, when given, feeds the first command (a dump loaded by `psql`).
+pub fn run_commands(
+    commands: &[Vec<String>],
+    mut stdin: Option<std::fs::File>,
     cancel: &Cancel,
-    timeout: Option<Duration>,
-) -> Result<Finished, ProcessError> {
-    spawn_and_wait(command, Stdio::from(file), None, cancel, timeout, true)
+    timeout: Duration,
+) -> Result<(), CommandError> {
+    for argv in commands {
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
+        let input = stdin.take().map_or_else(Stdio::null, Stdio::from);
+        let done = spawn_and_wait(&mut command, input, None, cancel, Some(timeout), true)?;
+        if !done.status.success() {
+            return Err(CommandError::Failed {
+                argv: argv.join(" "),
+                status: done.status,
+                stderr: done.stderr_tail(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn spawn_and_wait(

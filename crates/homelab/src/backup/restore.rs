@@ -10,7 +10,6 @@
 use std::fmt::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
@@ -789,7 +788,7 @@ fn swap_in_place(source: &Source, plan: &Plan<'_>, set_aside: &Path) -> anyhow::
     {
         let file = path.join(STAGING_DIR).join(dump.file.get_ref());
         tracing::info!(dump = %file.display(), "loading the dump");
-        if let Err(err) = load_dump(load.get_ref(), &file, &never, timeout) {
+        if let Err(err) = load_dump(std::slice::from_ref(load.get_ref()), &file, &never, timeout) {
             return Err(failed(&moves, format!("loading the dump failed: {err:#}")));
         }
         if let Err(err) = run_all(restore.after_load(), &never, timeout) {
@@ -811,41 +810,17 @@ fn run_all(
     cancel: &Cancel,
     timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
-    for argv in commands {
-        let mut command = Command::new(&argv[0]);
-        command.args(&argv[1..]);
-        let done = process::run(&mut command, cancel, Some(timeout), true)?;
-        if !done.status.success() {
-            bail!(
-                "`{}` failed ({}):\n{}",
-                argv.join(" "),
-                done.status,
-                done.stderr_tail()
-            );
-        }
-    }
-    Ok(())
+    Ok(process::run_commands(commands, None, cancel, timeout)?)
 }
 
-/// Runs `argv` with the dump file on its standard input.
+/// Runs the load command with the dump file on its standard input.
 fn load_dump(
-    argv: &[String],
+    load: &[Vec<String>],
     file: &Path,
     cancel: &Cancel,
     timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
     let input = std::fs::File::open(file)
         .with_context(|| format!("cannot open the dump {}", file.display()))?;
-    let mut command = Command::new(&argv[0]);
-    command.args(&argv[1..]);
-    let done = process::run_with_stdin_file(&mut command, input, cancel, Some(timeout))?;
-    if !done.status.success() {
-        bail!(
-            "`{}` failed ({}):\n{}",
-            argv.join(" "),
-            done.status,
-            done.stderr_tail()
-        );
-    }
-    Ok(())
+    Ok(process::run_commands(load, Some(input), cancel, timeout)?)
 }

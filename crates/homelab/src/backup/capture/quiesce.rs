@@ -1,8 +1,6 @@
 //! Stop an app for the length of its snapshot (Tuwunel's RocksDB has no safe live copy here),
 //! and start it again afterwards whatever happened.
 
-use std::process::Command;
-
 use super::{Capture, CaptureError, Context};
 use crate::backup::config::QuiesceCapture;
 use crate::process::{self, Cancel};
@@ -11,20 +9,8 @@ pub struct Quiesce<'a>(pub &'a QuiesceCapture);
 
 impl Quiesce<'_> {
     fn run_all(&self, commands: &[Vec<String>], cancel: &Cancel) -> Result<(), CaptureError> {
-        for argv in commands {
-            let mut command = Command::new(&argv[0]);
-            command.args(&argv[1..]);
-            let done = process::run(&mut command, cancel, Some(self.0.timeout), true)?;
-            if !done.status.success() {
-                return Err(CaptureError::Failed(format!(
-                    "`{}` failed ({}):\n{}",
-                    argv.join(" "),
-                    done.status,
-                    done.stderr_tail()
-                )));
-            }
-        }
-        Ok(())
+        process::run_commands(commands, None, cancel, self.0.timeout)
+            .map_err(|err| CaptureError::Failed(err.to_string()))
     }
 }
 
