@@ -2,7 +2,7 @@
   description = "azalab-0: the NixOS host, its k3s cluster's GitOps tree, and the homelab tool";
 
   inputs = {
-    nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
     sops-nix = {
       url = "github:Mic92/sops-nix";
       inputs.nixpkgs.follows = "nixpkgs";
@@ -27,11 +27,13 @@
           ./nixos/homelab-module.nix
         ];
         homelab.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.homelab;
+        homelab.kopiaPackage = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.kopia;
         homelab.source = lib.mkDefault self.outPath;
       };
 
       packages = forAllSystems (pkgs: rec {
         homelab = pkgs.callPackage ./nix/package.nix { };
+        kopia = pkgs.callPackage ./nix/kopia.nix { };
         default = homelab;
       });
 
@@ -48,6 +50,7 @@
         in
         {
           homelab = self.packages.x86_64-linux.homelab;
+          kopia = self.packages.x86_64-linux.kopia;
           toplevel = self.nixosConfigurations.azalab-0.config.system.build.toplevel;
           vm = pkgs.testers.runNixOSTest (import ./nixos/tests/vm.nix {
             module = self.nixosModules.default;
@@ -56,19 +59,18 @@
 
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
-          packages = with pkgs; [
+          packages = [ self.packages.${pkgs.stdenv.hostPlatform.system}.kopia ] ++ (with pkgs; [
             cargo
             rustc
             clippy
             rustfmt
-            kopia
             sops
             age
             kubectl
             kustomize
             kubeconform
             nixpkgs-fmt
-          ];
+          ]);
         };
       });
 

@@ -51,6 +51,10 @@ in
       type = lib.types.package;
       description = "The homelab command (set by this flake's nixosModules.default).";
     };
+    kopiaPackage = lib.mkOption {
+      type = lib.types.package;
+      description = "kopia for the backup jobs: the release the Kopia server image and the tests use (nix/kopia.nix).";
+    };
     source = lib.mkOption {
       type = lib.types.path;
       description = "This repository's source in the store, shown at /etc/homelab/source.";

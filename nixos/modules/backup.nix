@@ -26,7 +26,7 @@ let
     after = [ "network-online.target" "k3s.service" ];
     wants = [ "network-online.target" ];
     # kopia for the repository, kubectl for the dump and quiesce commands.
-    path = [ pkgs.kopia pkgs.kubectl ];
+    path = [ cfg.kopiaPackage pkgs.kubectl ];
     environment = {
       HOMELAB_BACKUP_CONFIG = "${configFile}";
     };
@@ -111,7 +111,7 @@ in
       AWS_ACCESS_KEY_ID=${config.sops.placeholder."r2/access-key-id"}
       AWS_SECRET_ACCESS_KEY=${config.sops.placeholder."r2/secret-access-key"}
     '';
-    environment.systemPackages = [ cfg.package pkgs.kopia ];
+    environment.systemPackages = [ cfg.package cfg.kopiaPackage ];
     # For the jobs run by hand: `sudo homelab backup status --config /etc/homelab/backup.toml`.
     environment.etc."homelab/backup.toml".source = configFile;
     # Every switch says when the off-host recovery kit is missing or older than the keys it

@@ -80,6 +80,10 @@ in
         server.succeed("systemctl cat homelab-backup.timer | grep -F 'Persistent=true'")
         server.succeed("homelab backup check-config $(systemctl show -p Environment homelab-backup.service | grep -o '/nix/store/[^ ]*homelab-backup.toml')")
 
+    with subtest("the backup jobs' kopia is the release the server image and the tests use"):
+        server.succeed("kopia --version | grep -F 0.23.1")
+        server.succeed("systemctl cat homelab-backup.service | grep -F kopia-0.23.1")
+
     with subtest("/etc/homelab/source holds the flake source"):
         server.succeed("test -f /etc/homelab/source/flake.nix")
         server.succeed("test -f /etc/homelab/source/homelab.toml")

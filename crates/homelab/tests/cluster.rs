@@ -11,8 +11,8 @@ use std::process::{Command, Output};
 use common::{require, stderr, stdout};
 
 const CLUSTER: &str = "flux/clusters/azalab-0";
-/// Kubernetes minor the schemas are checked against: the k3s of nixpkgs 25.11.
-const KUBERNETES: &str = "1.34.0";
+/// Kubernetes minor the schemas are checked against: k3s_1_35, the default k3s of nixpkgs 26.05.
+const KUBERNETES: &str = "1.35.0";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

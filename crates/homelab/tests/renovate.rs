@@ -121,3 +121,40 @@ fn a_tag_without_an_annotation_is_caught() {
     assert!(matcher.is_match(annotated));
     assert!(!matcher.is_match(bare));
 }
+
+#[test]
+fn one_kopia_release_on_the_host_in_the_server_image_and_in_ci() {
+    let read = |path: &str| std::fs::read_to_string(repo().join(path)).expect(path);
+    let version_in = |path: &str, pattern: &str| -> Vec<String> {
+        let found: Vec<String> = regex::Regex::new(pattern)
+            .expect("pattern")
+            .captures_iter(&read(path))
+            .map(|c| c[1].to_owned())
+            .collect();
+        assert!(!found.is_empty(), "no kopia version found in {path}");
+        found
+    };
+    let mut versions = Vec::new();
+    for (path, pattern) in [
+        ("nix/kopia.nix", r#"version = "([0-9.]+)";"#),
+        (".ci/tools.sh", r"kopia_version=v([0-9.]+)"),
+        (
+            "flux/clusters/azalab-0/manifests/apps/kopia/deployment.yaml",
+            r"image: kopia/kopia:([0-9.]+)",
+        ),
+    ] {
+        for version in version_in(path, pattern) {
+            versions.push(format!("{path}: {version}"));
+        }
+    }
+    let distinct: std::collections::BTreeSet<&str> = versions
+        .iter()
+        .filter_map(|v| v.rsplit(' ').next())
+        .collect();
+    assert_eq!(
+        distinct.len(),
+        1,
+        "kopia differs between the host, the server image and CI (docs/backup.md):\n{}",
+        versions.join("\n")
+    );
+}
