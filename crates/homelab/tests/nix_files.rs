@@ -370,3 +370,40 @@ fn the_source_repository_is_one_fact_wherever_it_is_written() {
         );
     }
 }
+
+#[test]
+fn the_flake_tracks_the_supported_release_and_each_option_area_names_its_source_there() {
+    let flake = std::fs::read_to_string(repo().join("flake.nix")).expect("flake.nix");
+    let channel = nixpkgs_branch(&flake);
+    assert_eq!(channel, "nixos-26.05", "flake.nix nixpkgs input");
+    let listed = std::fs::read_to_string(repo().join("docs/nixos-options.md")).expect("list");
+    let section = listed
+        .split("## NixOS 26.05")
+        .nth(1)
+        .expect("docs/nixos-options.md has a NixOS 26.05 section");
+    for area in [
+        "k3s",
+        "cloudflared",
+        "sops-nix",
+        "disko",
+        "fish",
+        "openssh",
+        "firewall",
+        "systemd",
+    ] {
+        let row = section
+            .lines()
+            .find(|l| l.starts_with(&format!("| {area} |")))
+            .unwrap_or_else(|| panic!("no 26.05 row for {area}"));
+        assert!(row.matches('|').count() >= 4, "{area}: source and change: {row}");
+    }
+}
+
+/// The branch in `nixpkgs.url = "github:NixOS/nixpkgs/<branch>"`.
+fn nixpkgs_branch(flake: &str) -> &str {
+    flake
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("nixpkgs.url = \"github:NixOS/nixpkgs/"))
+        .and_then(|rest| rest.split('"').next())
+        .expect("a nixpkgs.url line")
+}
