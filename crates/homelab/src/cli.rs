@@ -2,6 +2,7 @@ use clap::{Parser, Subcommand};
 
 use crate::backup::BackupCmd;
 use crate::bootstrap::BootstrapCmd;
+use crate::check::CheckCmd;
 use crate::client::ClientCmd;
 
 /// Automation for the azalab-0 homelab.
@@ -23,6 +24,8 @@ pub enum Command {
     Backup(BackupCmd),
     /// Install Flux on the local k3s and point it at this repository (idempotent, every boot).
     Bootstrap(BootstrapCmd),
+    /// Check the whole repository offline (Flux tree, secrets, tunnel, backups) before a push.
+    Check(CheckCmd),
     /// The MacBook: back up to the Kopia server in the cluster through the Cloudflare Tunnel.
     #[command(subcommand)]
     Client(ClientCmd),

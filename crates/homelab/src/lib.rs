@@ -2,6 +2,7 @@
 
 pub mod backup;
 mod bootstrap;
+pub mod check;
 mod cli;
 mod client;
 mod env_vars;
@@ -34,6 +35,7 @@ pub fn run() -> ExitCode {
     let status = match cli.command {
         cli::Command::Backup(cmd) => backup::run(cmd),
         cli::Command::Bootstrap(cmd) => bootstrap::run(&cmd),
+        cli::Command::Check(cmd) => check::run(&cmd),
         cli::Command::Client(cmd) => client::run(cmd),
     };
     status.into()

@@ -395,7 +395,10 @@ fn the_flake_tracks_the_supported_release_and_each_option_area_names_its_source_
             .lines()
             .find(|l| l.starts_with(&format!("| {area} |")))
             .unwrap_or_else(|| panic!("no 26.05 row for {area}"));
-        assert!(row.matches('|').count() >= 4, "{area}: source and change: {row}");
+        assert!(
+            row.matches('|').count() >= 4,
+            "{area}: source and change: {row}"
+        );
     }
 }
 
@@ -403,7 +406,10 @@ fn the_flake_tracks_the_supported_release_and_each_option_area_names_its_source_
 fn nixpkgs_branch(flake: &str) -> &str {
     flake
         .lines()
-        .find_map(|l| l.trim().strip_prefix("nixpkgs.url = \"github:NixOS/nixpkgs/"))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("nixpkgs.url = \"github:NixOS/nixpkgs/")
+        })
         .and_then(|rest| rest.split('"').next())
         .expect("a nixpkgs.url line")
 }

@@ -1,0 +1,193 @@
+//! Findings on stdout: miette diagnostics with the file, line and snippet, or one JSON document.
+
+use std::fmt;
+use std::io::{IsTerminal, Write};
+
+use miette::{
+    Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode,
+};
+
+use super::Checked;
+use super::findings::{Finding, Severity};
+
+struct Shown<'a> {
+    finding: &'a Finding,
+    source: Option<NamedSource<String>>,
+    span: Option<(usize, usize)>,
+}
+
+impl fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.finding.message)
+    }
+}
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = &self.finding.at;
+        if self.span.is_none() {
+            write!(f, "{}: {}", at.file, self.finding.message)
+        } else {
+            write!(f, "{}", self.finding.message)
+        }
+    }
+}
+
+impl std::error::Error for Shown<'_> {}
+
+impl Diagnostic for Shown<'_> {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(self.finding.rule.id))
+    }
+
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(match self.finding.rule.severity {
+            Severity::Error => miette::Severity::Error,
+            Severity::Warning => miette::Severity::Warning,
+        })
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(format!(
+            "{}\nfix: {}",
+            self.finding.rule.summary, self.finding.rule.hint
+        )))
+    }
+
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        self.source.as_ref().map(|s| s as &dyn SourceCode)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        let (offset, len) = self.span?;
+        Some(Box::new(std::iter::once(LabeledSpan::at(
+            offset..offset + len,
+            "here",
+        ))))
+    }
+}
+
+/// Byte offset and length of the rest of the line from (line, col) — the token a finding is
+/// about starts there.
+fn span_of(text: &str, line: usize, col: usize) -> Option<(usize, usize)> {
+    if line == 0 {
+        return None;
+    }
+    let mut offset = 0;
+    for (n, content) in text.split_inclusive('\n').enumerate() {
+        if n + 1 == line {
+            let start = content
+                .char_indices()
+                .nth(col)
+                .map_or(content.len(), |(i, _)| i);
+            let rest = content[start..].trim_end();
+            return Some((offset + start, rest.len().max(1).min(content.len() - start)));
+        }
+        offset += content.len();
+    }
+    None
+}
+
+pub fn text(checked: &Checked) -> std::io::Result<()> {
+    let theme = if std::io::stdout().is_terminal() {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme).with_context_lines(1);
+    let mut out = std::io::stdout().lock();
+    for finding in &checked.findings {
+        let text = checked
+            .files
+            .iter()
+            .find(|f| f.path == finding.at.file)
+            .map(|f| f.text.clone());
+        let span = text
+            .as_deref()
+            .and_then(|t| span_of(t, finding.at.line, finding.at.col));
+        let shown = Shown {
+            finding,
+            source: span
+                .and(text)
+                .map(|t| NamedSource::new(&finding.at.file, t)),
+            span,
+        };
+        let mut rendered = String::new();
+        if handler.render_report(&mut rendered, &shown).is_err() {
+            rendered = format!("{}: {}\n", finding.at.file, finding.message);
+        }
+        // A plain first line that editors and grep understand, then the diagnostic.
+        writeln!(
+            out,
+            "{}:{}:{}: {}[{}] {}",
+            finding.at.file,
+            finding.at.line,
+            finding.at.col + 1,
+            match finding.rule.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            },
+            finding.rule.id,
+            finding.message
+        )?;
+        writeln!(out, "{rendered}")?;
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct JsonFinding<'a> {
+    rule: &'a str,
+    severity: Severity,
+    file: &'a str,
+    line: usize,
+    column: usize,
+    message: &'a str,
+    summary: &'a str,
+    hint: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct JsonReport<'a> {
+    errors: usize,
+    warnings: usize,
+    findings: Vec<JsonFinding<'a>>,
+}
+
+pub fn json(checked: &Checked) -> std::io::Result<()> {
+    let report = JsonReport {
+        errors: checked.count(Severity::Error),
+        warnings: checked.count(Severity::Warning),
+        findings: checked
+            .findings
+            .iter()
+            .map(|f| JsonFinding {
+                rule: f.rule.id,
+                severity: f.rule.severity,
+                file: &f.at.file,
+                line: f.at.line,
+                column: f.at.col + 1,
+                message: &f.message,
+                summary: f.rule.summary,
+                hint: f.rule.hint,
+            })
+            .collect(),
+    };
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &report)?;
+    writeln!(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::span_of;
+
+    #[test]
+    fn spans_point_at_the_token() {
+        let text = "a: 1\n  bee: two  \nc: 3";
+        assert_eq!(span_of(text, 2, 2), Some((7, 8)));
+        assert_eq!(&text[7..15], "bee: two");
+        assert_eq!(span_of(text, 9, 0), None);
+        assert_eq!(span_of(text, 0, 0), None);
+    }
+}

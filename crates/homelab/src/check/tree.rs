@@ -1,0 +1,764 @@
+//! Loads the repository the way Flux and kustomize would see it, natively: homelab.toml's facts,
+//! .sops.yaml, the root Flux folder and every folder a Flux Kustomization points at, rendered
+//! with the kustomize features the tree uses (resources, namespace, labels). Anything else in a
+//! kustomization is a finding, never silently ignored.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::findings::{self as rules, Finding, Location, Rule};
+use super::yaml::{self, Node, Value};
+
+/// Why the check could not run at all (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}: not a homelab repository (no homelab.toml)")]
+    NotARepository(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: {message}")]
+    Facts {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{0}: the cluster folder for this host does not exist")]
+    NoCluster(String),
+}
+
+#[derive(Debug)]
+pub struct SourceFile {
+    pub path: String,
+    pub text: String,
+}
+
+#[derive(Debug)]
+pub struct Object {
+    pub file: usize,
+    /// The document as rendered (namespace and labels applied).
+    pub node: Node,
+    /// The Flux Kustomization whose path rendered it (index into `Tree::flux`); None for the root.
+    pub flux: Option<usize>,
+}
+
+#[derive(Debug)]
+pub struct FluxPath {
+    /// The Flux Kustomization object.
+    pub object: usize,
+    /// Its spec.path, as written.
+    pub path: String,
+    pub rendered: bool,
+}
+
+#[derive(Debug)]
+pub struct SopsRule {
+    pub path_regex: Option<regex::Regex>,
+    pub encrypted_regex: Option<String>,
+}
+
+/// homelab.toml, as far as the check needs it; the rest belongs to other readers.
+#[derive(Debug, Deserialize)]
+pub struct Facts {
+    pub hostname: String,
+    pub domain: String,
+    #[serde(default)]
+    pub firewall: Firewall,
+    #[serde(default)]
+    pub tunnel: Tunnel,
+    #[serde(default)]
+    pub storage: Vec<Storage>,
+    #[serde(default)]
+    pub backup: Backup,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Firewall {
+    #[serde(default)]
+    pub tcp_ports: Option<toml::Spanned<Vec<u16>>>,
+    #[serde(default)]
+    pub udp_ports: Option<toml::Spanned<Vec<u16>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Tunnel {
+    #[serde(default)]
+    pub route: Vec<Route>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Route {
+    pub name: toml::Spanned<String>,
+    pub kind: String,
+    pub app: String,
+    pub cluster_ip: Option<String>,
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Storage {
+    pub path: toml::Spanned<String>,
+    pub no_backup: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Backup {
+    #[serde(default)]
+    pub source: Vec<BackupSource>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BackupSource {
+    pub path: String,
+    #[serde(default)]
+    pub quiesce: Option<Commands>,
+    #[serde(default)]
+    pub restore: Option<Commands>,
+    #[serde(default)]
+    pub dump: Option<Dump>,
+}
+
+pub type Argv = toml::Spanned<Vec<String>>;
+
+/// The kubectl commands of a source's quiesce or restore steps.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Commands {
+    #[serde(default)]
+    pub stop: Vec<Argv>,
+    #[serde(default)]
+    pub start: Vec<Argv>,
+    #[serde(default)]
+    pub after_load: Vec<Argv>,
+    #[serde(default)]
+    pub load_dump: Option<Argv>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Dump {
+    pub command: Argv,
+}
+
+impl BackupSource {
+    pub fn commands(&self) -> impl Iterator<Item = &Argv> {
+        let steps = [&self.quiesce, &self.restore].into_iter().flatten();
+        steps
+            .flat_map(|c| {
+                c.stop
+                    .iter()
+                    .chain(&c.start)
+                    .chain(&c.after_load)
+                    .chain(&c.load_dump)
+            })
+            .chain(self.dump.as_ref().map(|d| &d.command))
+    }
+}
+
+pub const FACTS_FILE: &str = "homelab.toml";
+pub const SOPS_CONFIG: &str = ".sops.yaml";
+
+pub struct Tree {
+    pub root: PathBuf,
+    pub files: Vec<SourceFile>,
+    pub objects: Vec<Object>,
+    pub flux: Vec<FluxPath>,
+    pub facts: Facts,
+    pub sops_rules: Vec<SopsRule>,
+    /// The cluster folder, relative: flux/clusters/<hostname>.
+    pub cluster: String,
+    /// Every document of every *.sops.yaml file under the cluster folder, rendered or not.
+    pub sops_documents: Vec<(usize, Node)>,
+    pub findings: Vec<Finding>,
+}
+
+impl Tree {
+    pub fn load(root: &Path) -> Result<Tree, LoadError> {
+        let facts_path = root.join(FACTS_FILE);
+        if !facts_path.is_file() {
+            return Err(LoadError::NotARepository(root.to_owned()));
+        }
+        let facts_text = read(&facts_path)?;
+        let facts: Facts = toml::from_str(&facts_text).map_err(|e| LoadError::Facts {
+            file: FACTS_FILE.to_owned(),
+            line: e
+                .span()
+                .map_or(0, |span| line_of_offset(&facts_text, span.start)),
+            message: e.message().to_owned(),
+        })?;
+        let cluster = format!("flux/clusters/{}", facts.hostname);
+        if !root.join(&cluster).is_dir() {
+            return Err(LoadError::NoCluster(cluster));
+        }
+        let mut tree = Tree {
+            root: root.to_owned(),
+            files: vec![SourceFile {
+                path: FACTS_FILE.to_owned(),
+                text: facts_text,
+            }],
+            objects: Vec::new(),
+            flux: Vec::new(),
+            facts,
+            sops_rules: Vec::new(),
+            cluster: cluster.clone(),
+            sops_documents: Vec::new(),
+            findings: Vec::new(),
+        };
+        let mut loader = Loader {
+            parsed: HashMap::new(),
+            included: BTreeSet::new(),
+        };
+        tree.load_sops_config(&mut loader)?;
+        let root_objects = loader.render(&mut tree, &cluster, &mut Vec::new())?;
+        tree.add_objects(root_objects, None);
+        // Follow every Flux Kustomization, including ones a Flux path itself applies.
+        let mut next = 0;
+        while next < tree.objects.len() {
+            let index = next;
+            next += 1;
+            if !is_flux_kustomization(&tree.objects[index].node) {
+                continue;
+            }
+            let Some(path_node) = tree.objects[index].node.path(&["spec", "path"]).cloned() else {
+                continue;
+            };
+            let path = path_node.scalar_text();
+            let relative = normalize(&path);
+            let flux_index = tree.flux.len();
+            let exists = relative
+                .as_deref()
+                .is_some_and(|r| tree.root.join(r).is_dir());
+            let already = relative.as_deref() == Some(cluster.as_str())
+                || tree
+                    .flux
+                    .iter()
+                    .any(|f| normalize(&f.path) == relative && f.rendered);
+            tree.flux.push(FluxPath {
+                object: index,
+                path: path.clone(),
+                rendered: exists && !already,
+            });
+            if !exists {
+                let file = tree.objects[index].file;
+                tree.report(
+                    &rules::PATH_MISSING,
+                    file,
+                    &path_node,
+                    format!("spec.path {path} is not a folder of the repository"),
+                );
+                continue;
+            }
+            if already {
+                continue;
+            }
+            let Some(relative) = relative else { continue };
+            let objects = loader.render(&mut tree, &relative, &mut Vec::new())?;
+            tree.add_objects(objects, Some(flux_index));
+        }
+        tree.find_orphans_and_sops_files(&mut loader)?;
+        Ok(tree)
+    }
+
+    fn add_objects(&mut self, objects: Vec<(usize, Node)>, flux: Option<usize>) {
+        for (file, node) in objects {
+            self.objects.push(Object { file, node, flux });
+        }
+    }
+
+    pub fn report(&mut self, rule: &'static Rule, file: usize, node: &Node, message: String) {
+        let at = Location::new(&self.files[file].path, node.line, node.col);
+        self.findings.push(Finding { rule, at, message });
+    }
+
+    fn report_at(&mut self, rule: &'static Rule, file: usize, line: usize, message: String) {
+        let at = Location::new(&self.files[file].path, line, 0);
+        self.findings.push(Finding { rule, at, message });
+    }
+
+    fn add_file(&mut self, relative: &str) -> Result<usize, LoadError> {
+        if let Some(index) = self.files.iter().position(|f| f.path == relative) {
+            return Ok(index);
+        }
+        let text = read(&self.root.join(relative))?;
+        self.files.push(SourceFile {
+            path: relative.to_owned(),
+            text,
+        });
+        Ok(self.files.len() - 1)
+    }
+
+    fn load_sops_config(&mut self, loader: &mut Loader) -> Result<(), LoadError> {
+        if !self.root.join(SOPS_CONFIG).is_file() {
+            return Ok(());
+        }
+        let file = self.add_file(SOPS_CONFIG)?;
+        let documents = loader.documents(self, file);
+        let Some(config) = documents.first() else {
+            return Ok(());
+        };
+        for rule in config
+            .get("creation_rules")
+            .map(Node::items)
+            .unwrap_or_default()
+        {
+            let path_regex = match rule.get("path_regex").map(Node::scalar_text) {
+                None => None,
+                Some(text) => match regex::Regex::new(&text) {
+                    Ok(regex) => Some(regex),
+                    Err(err) => {
+                        self.report(
+                            &rules::CREATION_RULE,
+                            file,
+                            rule,
+                            format!("path_regex {text:?} is not a regular expression: {err}"),
+                        );
+                        continue;
+                    }
+                },
+            };
+            self.sops_rules.push(SopsRule {
+                path_regex,
+                encrypted_regex: rule.get("encrypted_regex").map(Node::scalar_text),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every YAML file under the cluster folder must be rendered by some kustomization (or be
+    /// one); every *.sops.yaml file is read whether rendered or not.
+    fn find_orphans_and_sops_files(&mut self, loader: &mut Loader) -> Result<(), LoadError> {
+        let mut files = Vec::new();
+        walk(&self.root, &self.root.join(&self.cluster), &mut files)?;
+        for relative in files {
+            let is_yaml = relative.ends_with(".yaml") || relative.ends_with(".yml");
+            if !is_yaml {
+                continue;
+            }
+            if relative.ends_with(".sops.yaml") {
+                let file = self.add_file(&relative)?;
+                for node in loader.documents(self, file) {
+                    self.sops_documents.push((file, node));
+                }
+            }
+            if !loader.included.contains(&relative) {
+                let file = self.add_file(&relative)?;
+                self.report_at(
+                    &rules::ORPHAN_MANIFEST,
+                    file,
+                    1,
+                    format!("{relative} is not listed in any kustomization Flux renders"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Loader {
+    parsed: HashMap<usize, Vec<Node>>,
+    /// Files that a rendered kustomization included (kustomization files themselves too).
+    included: BTreeSet<String>,
+}
+
+const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+
+/// Kinds kustomize never gives a namespace.
+const CLUSTER_SCOPED: [&str; 11] = [
+    "Namespace",
+    "PersistentVolume",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "StorageClass",
+    "PriorityClass",
+    "IngressClass",
+    "CustomResourceDefinition",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+    "APIService",
+];
+
+impl Loader {
+    /// The documents of a file, parsed once; syntax errors and duplicate keys become findings.
+    fn documents(&mut self, tree: &mut Tree, file: usize) -> Vec<Node> {
+        if let Some(documents) = self.parsed.get(&file) {
+            return documents.clone();
+        }
+        let documents = match yaml::parse(&tree.files[file].text) {
+            Ok(parsed) => {
+                for duplicate in parsed.duplicates {
+                    let at = Location::new(&tree.files[file].path, duplicate.line, duplicate.col);
+                    tree.findings.push(Finding {
+                        rule: &rules::DUPLICATE_KEY,
+                        at,
+                        message: format!(
+                            "key {:?} is also on line {}",
+                            duplicate.key, duplicate.first_line
+                        ),
+                    });
+                }
+                parsed.documents
+            }
+            Err(err) => {
+                let at = Location::new(&tree.files[file].path, err.line, err.col);
+                tree.findings.push(Finding {
+                    rule: &rules::YAML_SYNTAX,
+                    at,
+                    message: err.message,
+                });
+                Vec::new()
+            }
+        };
+        self.parsed.insert(file, documents.clone());
+        documents
+    }
+
+    /// Renders the kustomization in `dir` (relative): its objects with their file.
+    fn render(
+        &mut self,
+        tree: &mut Tree,
+        dir: &str,
+        stack: &mut Vec<String>,
+    ) -> Result<Vec<(usize, Node)>, LoadError> {
+        let Some(name) = KUSTOMIZATION_FILES
+            .iter()
+            .find(|name| tree.root.join(dir).join(name).is_file())
+        else {
+            let at = Location::new(dir, 0, 0);
+            tree.findings.push(Finding {
+                rule: &rules::UNSUPPORTED,
+                at,
+                message: format!(
+                    "{dir} has no kustomization.yaml; Flux would generate one from every manifest \
+                     below it, which the check does not imitate"
+                ),
+            });
+            return Ok(Vec::new());
+        };
+        if stack.iter().any(|d| d == dir) {
+            let at = Location::new(dir, 0, 0);
+            tree.findings.push(Finding {
+                rule: &rules::UNSUPPORTED,
+                at,
+                message: format!("{dir} includes itself (through {})", stack.join(" → ")),
+            });
+            return Ok(Vec::new());
+        }
+        stack.push(dir.to_owned());
+        let relative = join(dir, name);
+        self.included.insert(relative.clone());
+        let file = tree.add_file(&relative)?;
+        let documents = self.documents(tree, file);
+        let mut objects = Vec::new();
+        let mut namespace = None;
+        let mut labels: Vec<(Node, bool)> = Vec::new();
+        if documents.len() > 1 {
+            tree.report(
+                &rules::UNSUPPORTED,
+                file,
+                &documents[1],
+                "a kustomization file holds one document".to_owned(),
+            );
+        }
+        let empty = Node {
+            value: Value::Map(Vec::new()),
+            line: 1,
+            col: 0,
+        };
+        let kustomization = documents.first().unwrap_or(&empty);
+        if !matches!(kustomization.value, Value::Map(_)) {
+            tree.report(
+                &rules::NOT_AN_OBJECT,
+                file,
+                kustomization,
+                "a kustomization is a mapping".to_owned(),
+            );
+        }
+        for (key, value) in kustomization.entries() {
+            match key.scalar_text().as_str() {
+                "apiVersion" | "kind" => {}
+                "namespace" => namespace = Some(value.scalar_text()),
+                "resources" => {
+                    for entry in value.items() {
+                        let target = entry.scalar_text();
+                        objects.extend(self.resource(tree, dir, file, entry, &target, stack)?);
+                    }
+                }
+                "labels" => {
+                    for set in value.items() {
+                        let mut templates = false;
+                        let mut pairs = None;
+                        for (k, v) in set.entries() {
+                            match k.scalar_text().as_str() {
+                                "pairs" => pairs = Some(v.clone()),
+                                "includeTemplates" => {
+                                    templates = matches!(v.value, Value::Bool(true));
+                                }
+                                "includeSelectors" if matches!(v.value, Value::Bool(false)) => {}
+                                other => tree.report(
+                                    &rules::UNSUPPORTED,
+                                    file,
+                                    k,
+                                    format!("labels.{other} is not supported by check"),
+                                ),
+                            }
+                        }
+                        if let Some(pairs) = pairs {
+                            labels.push((pairs, templates));
+                        }
+                    }
+                }
+                other => tree.report(
+                    &rules::UNSUPPORTED,
+                    file,
+                    key,
+                    format!("kustomization field `{other}` is not supported by check"),
+                ),
+            }
+        }
+        for (_, node) in &mut objects {
+            for (pairs, templates) in &labels {
+                add_labels(node, &["metadata", "labels"], pairs);
+                if *templates {
+                    add_labels(node, &["spec", "template", "metadata", "labels"], pairs);
+                }
+            }
+            if let Some(namespace) = &namespace {
+                let kind = node.get("kind").map(Node::scalar_text).unwrap_or_default();
+                if !CLUSTER_SCOPED.contains(&kind.as_str()) {
+                    set_namespace(node, namespace);
+                }
+            }
+        }
+        stack.pop();
+        Ok(objects)
+    }
+
+    fn resource(
+        &mut self,
+        tree: &mut Tree,
+        dir: &str,
+        file: usize,
+        entry: &Node,
+        target: &str,
+        stack: &mut Vec<String>,
+    ) -> Result<Vec<(usize, Node)>, LoadError> {
+        if target.contains("://") || target.starts_with("github.com/") {
+            tree.report(
+                &rules::UNSUPPORTED,
+                file,
+                entry,
+                format!("remote resource {target} is not supported by check"),
+            );
+            return Ok(Vec::new());
+        }
+        let Some(relative) = normalize(&join(dir, target)) else {
+            tree.report(
+                &rules::MISSING_ENTRY,
+                file,
+                entry,
+                format!("{target} leaves the repository"),
+            );
+            return Ok(Vec::new());
+        };
+        let path = tree.root.join(&relative);
+        if path.is_dir() {
+            return self.render(tree, &relative, stack);
+        }
+        if !path.is_file() {
+            tree.report(
+                &rules::MISSING_ENTRY,
+                file,
+                entry,
+                format!("{target} does not exist (looked for {relative})"),
+            );
+            return Ok(Vec::new());
+        }
+        self.included.insert(relative.clone());
+        let manifest = tree.add_file(&relative)?;
+        let mut objects = Vec::new();
+        for document in self.documents(tree, manifest) {
+            if document.value == Value::Null {
+                continue;
+            }
+            let named = document
+                .path(&["metadata", "name"])
+                .is_some_and(|n| !n.scalar_text().is_empty());
+            let typed = ["apiVersion", "kind"]
+                .iter()
+                .all(|k| document.get(k).is_some_and(|v| v.str().is_some()));
+            if !typed || !named {
+                tree.report(
+                    &rules::NOT_AN_OBJECT,
+                    manifest,
+                    &document,
+                    "the document needs a string apiVersion, kind and metadata.name".to_owned(),
+                );
+                continue;
+            }
+            objects.push((manifest, document));
+        }
+        Ok(objects)
+    }
+}
+
+fn add_labels(node: &mut Node, path: &[&str], pairs: &Node) {
+    let Some(target) = ensure_map(node, path) else {
+        return;
+    };
+    for (key, value) in pairs.entries() {
+        if let Value::Map(entries) = &mut target.value {
+            entries.retain(|(k, _)| k.scalar_text() != key.scalar_text());
+            let text = Node {
+                value: Value::Str(value.scalar_text()),
+                ..value.clone()
+            };
+            entries.push((key.clone(), text));
+        }
+    }
+}
+
+fn set_namespace(node: &mut Node, namespace: &str) {
+    let Some(metadata) = ensure_map(node, &["metadata"]) else {
+        return;
+    };
+    if let Value::Map(entries) = &mut metadata.value {
+        let at = (metadata.line, metadata.col);
+        match entries
+            .iter_mut()
+            .find(|(k, _)| k.str() == Some("namespace"))
+        {
+            Some((_, value)) => value.value = Value::Str(namespace.to_owned()),
+            None => entries.push((
+                Node {
+                    value: Value::Str("namespace".to_owned()),
+                    line: at.0,
+                    col: at.1,
+                },
+                Node {
+                    value: Value::Str(namespace.to_owned()),
+                    line: at.0,
+                    col: at.1,
+                },
+            )),
+        }
+    }
+}
+
+/// The mapping at `path`, created (empty) where missing; None when something on the way is not
+/// a mapping (the schema check reports that).
+fn ensure_map<'a>(node: &'a mut Node, path: &[&str]) -> Option<&'a mut Node> {
+    let Some((first, rest)) = path.split_first() else {
+        return matches!(node.value, Value::Map(_)).then_some(node);
+    };
+    let (line, col) = (node.line, node.col);
+    let Value::Map(entries) = &mut node.value else {
+        return None;
+    };
+    let index = match entries.iter().position(|(k, _)| k.str() == Some(first)) {
+        Some(index) => index,
+        None => {
+            let empty = Node {
+                value: Value::Map(Vec::new()),
+                line,
+                col,
+            };
+            let key = Node {
+                value: Value::Str((*first).to_owned()),
+                line,
+                col,
+            };
+            entries.push((key, empty));
+            entries.len() - 1
+        }
+    };
+    if entries[index].1.value == Value::Null {
+        entries[index].1.value = Value::Map(Vec::new());
+    }
+    ensure_map(&mut entries[index].1, rest)
+}
+
+pub fn is_flux_kustomization(node: &Node) -> bool {
+    node.get("kind").and_then(Node::str) == Some("Kustomization")
+        && node
+            .get("apiVersion")
+            .and_then(Node::str)
+            .is_some_and(|v| v.starts_with("kustomize.toolkit.fluxcd.io/"))
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read(path)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn walk(root: &Path, dir: &Path, found: &mut Vec<String>) -> Result<(), LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Read {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
+        // A symlink is not followed: a loop or a link out of the tree must not hang the check.
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            walk(root, &path, found)?;
+        } else if meta.is_file()
+            && let Ok(relative) = path.strip_prefix(root)
+        {
+            found.push(relative.to_string_lossy().replace('\\', "/"));
+        }
+    }
+    Ok(())
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// A repository-relative path without `.` and `..`; None when it leaves the repository.
+pub fn normalize(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            part => parts.push(part),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+pub fn line_of_offset(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(0, |before| before.matches('\n').count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn paths_stay_inside() {
+        assert_eq!(normalize("./flux/a/../b").as_deref(), Some("flux/b"));
+        assert_eq!(normalize("../x"), None);
+        assert_eq!(normalize("a/./b/").as_deref(), Some("a/b"));
+    }
+}

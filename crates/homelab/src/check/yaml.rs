@@ -1,0 +1,346 @@
+//! YAML documents as trees that remember where each node was written, for findings with a line.
+//! Built from saphyr's event parser (not a serde mapping) so that duplicate keys, anchors and
+//! the original positions survive. Plain scalars resolve as in YAML 1.2's core schema.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub value: Value,
+    /// 1-based line and 0-based column (characters) where the node starts.
+    pub line: usize,
+    pub col: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    /// Keys keep their own position; order is the file's.
+    Map(Vec<(Node, Node)>),
+}
+
+/// A key written twice in one mapping (the second silently wins in most tools).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DuplicateKey {
+    pub key: String,
+    pub line: usize,
+    pub col: usize,
+    pub first_line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntaxError {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub documents: Vec<Node>,
+    pub duplicates: Vec<DuplicateKey>,
+}
+
+enum Frame {
+    Seq(Vec<Node>, Span, usize),
+    Map(Vec<(Node, Node)>, Option<Node>, Span, usize),
+}
+
+pub fn parse(text: &str) -> Result<Parsed, SyntaxError> {
+    let mut parsed = Parsed::default();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    for event in Parser::new_from_str(text) {
+        let (event, span) = event.map_err(|e| SyntaxError {
+            line: e.marker().line(),
+            col: e.marker().col(),
+            message: e.info().to_owned(),
+        })?;
+        let done = match event {
+            Event::Scalar(text, style, anchor, tag) => {
+                let verbatim =
+                    style != ScalarStyle::Plain || tag.as_ref().is_some_and(|t| t.suffix == "str");
+                let node = at(&span, resolve(&text, verbatim));
+                remember(&mut anchors, anchor, &node);
+                node
+            }
+            Event::Alias(id) => anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
+                line: span.start.line(),
+                col: span.start.col(),
+                message: "alias to an unknown anchor".to_owned(),
+            })?,
+            Event::SequenceStart(anchor, _) => {
+                stack.push(Frame::Seq(Vec::new(), span, anchor));
+                continue;
+            }
+            Event::MappingStart(anchor, _) => {
+                stack.push(Frame::Map(Vec::new(), None, span, anchor));
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (node, anchor) = match stack.pop() {
+                    Some(Frame::Seq(items, start, anchor)) => {
+                        (at(&start, Value::Seq(items)), anchor)
+                    }
+                    Some(Frame::Map(entries, _, start, anchor)) => {
+                        (at(&start, Value::Map(entries)), anchor)
+                    }
+                    None => continue,
+                };
+                remember(&mut anchors, anchor, &node);
+                node
+            }
+            Event::DocumentEnd => {
+                anchors.clear();
+                continue;
+            }
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) => {
+                continue;
+            }
+        };
+        match stack.last_mut() {
+            None => parsed.documents.push(done),
+            Some(Frame::Seq(items, ..)) => items.push(done),
+            Some(Frame::Map(entries, pending, ..)) => match pending.take() {
+                None => *pending = Some(done),
+                Some(key) => {
+                    let name = key.scalar_text();
+                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.scalar_text() == name)
+                    {
+                        parsed.duplicates.push(DuplicateKey {
+                            key: name,
+                            line: key.line,
+                            col: key.col,
+                            first_line: first.line,
+                        });
+                        // The later value wins, as in Kubernetes' own decoder.
+                        entries.retain(|(k, _)| k.scalar_text() != key.scalar_text());
+                    }
+                    entries.push((key, done));
+                }
+            },
+        }
+    }
+    Ok(parsed)
+}
+
+fn remember(anchors: &mut HashMap<usize, Node>, anchor: usize, node: &Node) {
+    if anchor != 0 {
+        anchors.insert(anchor, node.clone());
+    }
+}
+
+fn at(span: &Span, value: Value) -> Node {
+    Node {
+        value,
+        line: span.start.line(),
+        col: span.start.col(),
+    }
+}
+
+/// YAML 1.2 core schema for plain scalars.
+fn resolve(text: &str, verbatim: bool) -> Value {
+    if verbatim {
+        return Value::Str(text.to_owned());
+    }
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Value::Float(f64::INFINITY);
+        }
+        "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
+        _ => {}
+    }
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if let Some(hex) = text.strip_prefix("0x") {
+        if let Ok(n) = i64::from_str_radix(hex, 16) {
+            return Value::Int(n);
+        }
+    } else if let Some(octal) = text.strip_prefix("0o") {
+        if let Ok(n) = i64::from_str_radix(octal, 8) {
+            return Value::Int(n);
+        }
+    } else if !unsigned.is_empty() && unsigned.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(n) = text.parse::<i64>() {
+            return Value::Int(n);
+        }
+    } else if looks_like_float(unsigned)
+        && let Ok(f) = text.parse::<f64>()
+    {
+        return Value::Float(f);
+    }
+    Value::Str(text.to_owned())
+}
+
+fn looks_like_float(text: &str) -> bool {
+    let mut digits = false;
+    let mut rest = text.trim_start_matches(|c: char| {
+        digits |= c.is_ascii_digit();
+        c.is_ascii_digit()
+    });
+    if let Some(fraction) = rest.strip_prefix('.') {
+        rest = fraction.trim_start_matches(|c: char| {
+            digits |= c.is_ascii_digit();
+            c.is_ascii_digit()
+        });
+    }
+    if !digits {
+        return false;
+    }
+    match rest.strip_prefix(['e', 'E']) {
+        None => rest.is_empty(),
+        Some(exponent) => {
+            let exponent = exponent.strip_prefix(['-', '+']).unwrap_or(exponent);
+            !exponent.is_empty() && exponent.bytes().all(|b| b.is_ascii_digit())
+        }
+    }
+}
+
+impl Node {
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| matches!(&k.value, Value::Str(s) if s == key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// Follows a path of mapping keys.
+    pub fn path(&self, keys: &[&str]) -> Option<&Node> {
+        keys.iter().try_fold(self, |node, key| node.get(key))
+    }
+
+    pub fn str(&self) -> Option<&str> {
+        match &self.value {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn items(&self) -> &[Node] {
+        match &self.value {
+            Value::Seq(items) => items,
+            _ => &[],
+        }
+    }
+
+    pub fn entries(&self) -> &[(Node, Node)] {
+        match &self.value {
+            Value::Map(entries) => entries,
+            _ => &[],
+        }
+    }
+
+    /// Where the key `key` of this mapping was written (for findings about a whole entry).
+    pub fn key_node(&self, key: &str) -> Option<&Node> {
+        self.entries()
+            .iter()
+            .find(|(k, _)| k.str() == Some(key))
+            .map(|(k, _)| k)
+    }
+
+    /// The scalar as text: a string as is, numbers and booleans as written in JSON.
+    pub fn scalar_text(&self) -> String {
+        match &self.value {
+            Value::Str(s) => s.clone(),
+            Value::Null => String::new(),
+            Value::Bool(b) => b.to_string(),
+            Value::Int(n) => n.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Seq(_) | Value::Map(_) => String::new(),
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match &self.value {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Int(n) => serde_json::Value::from(*n),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Value::Str(s) => serde_json::Value::String(s.clone()),
+            Value::Seq(items) => items.iter().map(Node::to_json).collect(),
+            Value::Map(entries) => serde_json::Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.scalar_text(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The node a JSON pointer (as a schema validator reports it) leads to, or the nearest
+    /// ancestor that exists.
+    pub fn at_pointer(&self, pointer: &str) -> &Node {
+        let mut node = self;
+        for part in pointer.split('/').skip(1) {
+            let part = part.replace("~1", "/").replace("~0", "~");
+            let next = match &node.value {
+                Value::Map(_) => node.get(&part),
+                Value::Seq(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
+                _ => None,
+            };
+            match next {
+                Some(next) => node = next,
+                None => break,
+            }
+        }
+        node
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_types_and_duplicates() {
+        let parsed =
+            parse("---\na: 1\nb:\n  - \"2\"\n  - 2.5\n  - yes\na: x\n---\nc: ~\n").unwrap();
+        assert_eq!(parsed.documents.len(), 2);
+        let first = &parsed.documents[0];
+        assert_eq!(first.get("a").unwrap().str(), Some("x"));
+        let b = first.get("b").unwrap();
+        assert_eq!(b.items()[0].value, Value::Str("2".into()));
+        assert_eq!(b.items()[1].value, Value::Float(2.5));
+        assert_eq!(b.items()[2].value, Value::Str("yes".into()));
+        assert_eq!(b.items()[1].line, 5);
+        assert_eq!(parsed.duplicates[0].key, "a");
+        assert_eq!(parsed.duplicates[0].line, 7);
+        assert_eq!(parsed.duplicates[0].first_line, 2);
+        assert_eq!(parsed.documents[1].get("c").unwrap().value, Value::Null);
+    }
+
+    #[test]
+    fn anchors_and_syntax_errors() {
+        let parsed = parse("base: &b {x: 1}\ncopy: *b\n").unwrap();
+        assert_eq!(
+            parsed.documents[0].path(&["copy", "x"]).unwrap().value,
+            Value::Int(1)
+        );
+        let error = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(error.line >= 1, "{error:?}");
+    }
+
+    #[test]
+    fn numbers_that_are_strings() {
+        for text in ["1.2.3", "0x", "v1", "1e", "-", "10m", "0755x"] {
+            assert!(matches!(resolve(text, false), Value::Str(_)), "{text}");
+        }
+        assert_eq!(resolve("0755", false), Value::Int(755));
+        assert_eq!(resolve("-3", false), Value::Int(-3));
+        assert_eq!(resolve("1e3", false), Value::Float(1000.0));
+    }
+}
