@@ -250,11 +250,16 @@ impl<'a> Checker<'a> {
             &rules::CONFIG_MAP_REF
         };
         let ns = namespace(&object.node);
+        let name_node = at
+            .get("name")
+            .or_else(|| at.get("secretName"))
+            .unwrap_or(at);
+        let key_node = at.get("key").unwrap_or(at);
         match self.keys_of(kind_, &ns, name_) {
             None => self.at(
                 rule,
                 object,
-                at,
+                name_node,
                 format!(
                     "{}: {kind_} {ns}/{name_} is not defined",
                     label(&object.node)
@@ -268,7 +273,7 @@ impl<'a> Checker<'a> {
                     self.at(
                         rule,
                         object,
-                        at,
+                        key_node,
                         format!(
                             "{}: {kind_} {ns}/{name_} has no key {key:?} (it has: {})",
                             label(&object.node),
@@ -572,7 +577,8 @@ impl<'a> Checker<'a> {
                     self.at(
                         &rules::INGRESS_BACKEND,
                         ingress,
-                        port.unwrap_or(backend),
+                        port.and_then(|p| p.get("name").or_else(|| p.get("number")))
+                            .unwrap_or(backend),
                         format!(
                             "Ingress {ns}/{}: Service {ns}/{service_name} has no such port",
                             name(&ingress.node)
@@ -634,15 +640,20 @@ impl<'a> Checker<'a> {
                     .map(Node::scalar_text)
             };
             if class(Some(spec)) != class(volume_spec) {
+                let shown = |c: Option<String>| c.map_or("none".to_owned(), |c| format!("{c:?}"));
+                let at = spec
+                    .get("storageClassName")
+                    .or_else(|| claim.node.key_node("spec"))
+                    .unwrap_or(spec);
                 self.at(
                     &rules::CLAIM_REF,
                     claim,
-                    spec,
+                    at,
                     format!(
-                        "claim {ns}/{claim_name}: storageClassName {:?} differs from volume {}'s {:?} (a claim without one gets the default class and never binds a static volume)",
-                        class(Some(spec)).unwrap_or_default(),
+                        "claim {ns}/{claim_name}: storageClassName {} differs from volume {}'s {} (a claim without one gets the default class and never binds a static volume)",
+                        shown(class(Some(spec))),
                         name(&volume.node),
-                        class(volume_spec).unwrap_or_default()
+                        shown(class(volume_spec))
                     ),
                 );
             }

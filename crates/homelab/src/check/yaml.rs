@@ -282,19 +282,34 @@ impl Node {
     }
 
     /// The node a JSON pointer (as a schema validator reports it) leads to, or the nearest
-    /// ancestor that exists.
+    /// ancestor that exists. A mapping entry whose value starts on a later line (a block) is
+    /// shown at its key: that is the line a person reads as "the field".
     pub fn at_pointer(&self, pointer: &str) -> &Node {
+        let parts: Vec<String> = pointer
+            .split('/')
+            .skip(1)
+            .map(|p| p.replace("~1", "/").replace("~0", "~"))
+            .collect();
         let mut node = self;
-        for part in pointer.split('/').skip(1) {
-            let part = part.replace("~1", "/").replace("~0", "~");
-            let next = match &node.value {
-                Value::Map(_) => node.get(&part),
-                Value::Seq(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
-                _ => None,
-            };
-            match next {
-                Some(next) => node = next,
-                None => break,
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            match &node.value {
+                Value::Map(entries) => {
+                    let Some((key, value)) = entries.iter().find(|(k, _)| k.str() == Some(part))
+                    else {
+                        break;
+                    };
+                    node = if last && value.line != key.line {
+                        key
+                    } else {
+                        value
+                    };
+                }
+                Value::Seq(items) => match part.parse::<usize>().ok().and_then(|i| items.get(i)) {
+                    Some(item) => node = item,
+                    None => break,
+                },
+                _ => break,
             }
         }
         node

@@ -1,0 +1,771 @@
+//! `homelab check` on copies of the real repository, each broken in exactly one way a person could
+//! really commit: the finding must name the rule, the file and the line. The unbroken tree passes.
+//! Then trees the check was not written for: findings or a clean "unsupported", never a panic.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{require, stderr, stdout};
+
+const CLUSTER: &str = "flux/clusters/azalab-0";
+const APPS: &str = "flux/clusters/azalab-0/manifests/apps";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// The parts of the repository the check reads, copied into a temp dir.
+fn copy_repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for file in ["homelab.toml", ".sops.yaml"] {
+        std::fs::copy(repo().join(file), dir.path().join(file)).expect("copy");
+    }
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("flux"))
+        .arg(dir.path())
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    dir
+}
+
+/// Replaces the first `from` in `relative` by `to`; returns the 1-based line where `to` starts.
+fn edit(root: &Path, relative: &str, from: &str, to: &str) -> usize {
+    let path = root.join(relative);
+    let text = std::fs::read_to_string(&path).expect("file to edit");
+    let at = text
+        .find(from)
+        .unwrap_or_else(|| panic!("{relative} lacks {from:?}"));
+    std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+    text[..at].matches('\n').count() + 1
+}
+
+fn write(root: &Path, relative: &str, text: &str) {
+    let path = root.join(relative);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
+    std::fs::write(path, text).expect("write");
+}
+
+fn check(root: &Path) -> (Output, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_homelab"))
+        .args(["check", "--format", "json"])
+        .arg(root)
+        .output()
+        .expect("homelab runs");
+    assert!(
+        !stderr(&out).contains("panicked"),
+        "the check panicked:\n{}",
+        stderr(&out)
+    );
+    let report = serde_json::from_str(&stdout(&out)).unwrap_or(serde_json::Value::Null);
+    (out, report)
+}
+
+/// Asserts a finding of `rule` at `file:line` (line 0: any line) and returns every finding as
+/// text for further checks.
+#[track_caller]
+fn assert_finding(root: &Path, rule: &str, file: &str, line: usize) -> String {
+    let (out, report) = check(root);
+    let findings = report["findings"].as_array().cloned().unwrap_or_default();
+    let shown: Vec<String> = findings
+        .iter()
+        .map(|f| {
+            format!(
+                "{}:{}: {} {}",
+                f["file"].as_str().unwrap_or(""),
+                f["line"],
+                f["rule"].as_str().unwrap_or(""),
+                f["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let all = shown.join("\n");
+    let found = findings
+        .iter()
+        .any(|f| f["rule"] == rule && f["file"] == file && (line == 0 || f["line"] == line as u64));
+    assert!(
+        found,
+        "expected {rule} at {file}:{line}; got:\n{all}\n{}",
+        stderr(&out)
+    );
+    let severity = findings
+        .iter()
+        .find(|f| f["rule"] == rule)
+        .map(|f| f["severity"].clone());
+    let expected_code = if severity == Some("error".into()) {
+        1
+    } else {
+        0
+    };
+    if findings.iter().any(|f| f["severity"] == "error") {
+        assert_eq!(out.status.code(), Some(1), "errors exit 1:\n{all}");
+    } else {
+        assert_eq!(out.status.code(), Some(expected_code), "{all}");
+    }
+    all
+}
+
+#[test]
+fn the_repository_passes_with_no_findings() {
+    let (out, report) = check(&repo());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(report["findings"], serde_json::json!([]), "{report}");
+    // And the text form, as on a terminal or in CI logs, says how much it read.
+    let out = Command::new(env!("CARGO_BIN_EXE_homelab"))
+        .arg("check")
+        .current_dir(repo().join(APPS))
+        .output()
+        .expect("homelab runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("0 errors, 0 warnings in "),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn text_output_names_file_line_rule_and_shows_the_snippet() {
+    let copy = copy_repo();
+    let file = format!("{APPS}/vaultwarden/deployment.yaml");
+    let line = edit(
+        copy.path(),
+        &file,
+        "vaultwarden/server:1.37.2",
+        "vaultwarden/server:latest",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_homelab"))
+        .arg("check")
+        .arg(copy.path())
+        .output()
+        .expect("homelab runs");
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("{file}:{line}:")) && text.contains("error[hygiene/image-tag]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vaultwarden/server:latest") && text.contains("fix: pin"),
+        "{text}"
+    );
+}
+
+#[test]
+fn structure_rules() {
+    let copy = copy_repo();
+    let root = copy.path();
+    let file = format!("{APPS}/vaultwarden/deployment.yaml");
+    let line = edit(
+        root,
+        &file,
+        "  replicas: 1\n",
+        "  replicas: 1\n  replicas: 2\n",
+    ) + 1;
+    assert_finding(root, "structure/duplicate-key", &file, line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(root, &file, "  replicas: 1\n", "  replicas: 1: 2\n");
+    assert_finding(root, "structure/yaml-syntax", &file, line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    std::fs::remove_file(root.join(CLUSTER).join("manifests/cluster/namespaces.yaml")).expect("rm");
+    let kustomization = format!("{CLUSTER}/manifests/cluster/kustomization.yaml");
+    let text = std::fs::read_to_string(root.join(&kustomization)).expect("read");
+    let line = text
+        .lines()
+        .position(|l| l.contains("namespaces.yaml"))
+        .expect("listed")
+        + 1;
+    assert_finding(root, "structure/missing-entry", &kustomization, line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let kustomization = format!("{APPS}/libsql/kustomization.yaml");
+    let line = edit(
+        root,
+        &kustomization,
+        "resources:",
+        "configMapGenerator:\n  - name: extra\n    literals: [a=b]\nresources:",
+    );
+    assert_finding(root, "structure/unsupported", &kustomization, line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let orphan = format!("{APPS}/libsql/configmap.yaml");
+    write(
+        root,
+        &orphan,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: forgotten\n",
+    );
+    assert_finding(root, "structure/orphan-manifest", &orphan, 1);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let file = format!("{APPS}/libsql/service.yaml");
+    let text = std::fs::read_to_string(root.join(&file)).expect("read");
+    let line = text.lines().count() + 2;
+    std::fs::write(
+        root.join(&file),
+        format!("{text}---\nmetadata:\n  name: half-written\n"),
+    )
+    .expect("write");
+    assert_finding(root, "structure/not-an-object", &file, line);
+}
+
+#[test]
+fn schema_rules() {
+    let copy = copy_repo();
+    let root = copy.path();
+    let volumes = format!("{CLUSTER}/manifests/cluster/persistent-volumes.yaml");
+    let line = edit(root, &volumes, "  accessModes:", "  accesModes:");
+    let all = assert_finding(root, "schema/invalid", &volumes, line);
+    assert!(all.contains("accesModes"), "{all}");
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let apps = format!("{CLUSTER}/apps.yaml");
+    let line = edit(root, &apps, "  interval: 10m", "  interval: 10 minutes");
+    assert_finding(root, "schema/invalid", &apps, line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let file = format!("{APPS}/vaultwarden/service.yaml");
+    let line = edit(root, &file, "      port: 8080", "      port: \"8080\"");
+    assert_finding(root, "schema/invalid", &file, line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let file = format!("{APPS}/vaultwarden/deployment.yaml");
+    let line = edit(root, &file, "apiVersion: apps/v1", "apiVersion: app/v1");
+    assert_finding(root, "schema/unknown-kind", &file, line + 1);
+}
+
+#[test]
+fn reference_rules() {
+    let deployment = format!("{APPS}/vaultwarden/deployment.yaml");
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(root, &deployment, "key: admin-token", "key: admin_token");
+    let all = assert_finding(root, "refs/secret", &deployment, line);
+    assert!(
+        all.contains("has no key \"admin_token\"") && all.contains("admin-token"),
+        "{all}"
+    );
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        &deployment,
+        "            - name: ROCKET_PORT",
+        "            - name: LOG_LEVEL\n              valueFrom:\n                configMapKeyRef:\n                  name: vaultwarden-settings\n                  key: log-level\n            - name: ROCKET_PORT",
+    );
+    assert_finding(root, "refs/config-map", &deployment, line + 3);
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        &deployment,
+        "                  name: vaultwarden\n                  key:",
+        "                  name: vault\n                  key:",
+    );
+    assert_finding(root, "refs/secret", &deployment, line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let service = format!("{APPS}/vaultwarden/service.yaml");
+    let line = edit(
+        root,
+        &service,
+        "    app.kubernetes.io/name: vaultwarden",
+        "    app.kubernetes.io/name: vault",
+    );
+    assert_finding(root, "refs/service-selector", &service, line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(root, &service, "targetPort: http", "targetPort: web");
+    assert_finding(root, "refs/target-port", &service, line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let ingress = format!("{APPS}/vaultwarden/ingress.yaml");
+    let line = edit(
+        root,
+        &ingress,
+        "                  name: http",
+        "                  name: https",
+    );
+    assert_finding(root, "refs/ingress-backend", &ingress, line);
+
+    // A volume made smaller than its claim (a claim bigger than its volume never binds).
+    let copy = copy_repo();
+    let root = copy.path();
+    let volumes = format!("{CLUSTER}/manifests/cluster/persistent-volumes.yaml");
+    edit(root, &volumes, "storage: 20Gi", "storage: 10Gi");
+    let claim = format!("{APPS}/libsql/persistentvolumeclaim.yaml");
+    let text = std::fs::read_to_string(root.join(&claim)).expect("read");
+    let line = text
+        .lines()
+        .position(|l| l.contains("storage: 20Gi"))
+        .expect("request")
+        + 1;
+    let all = assert_finding(root, "refs/claim", &claim, line);
+    assert!(
+        all.contains("asks for 20Gi but volume libsql-data has 10Gi"),
+        "{all}"
+    );
+
+    // A claim without storageClassName gets k3s' default class and never binds the volume.
+    let copy = copy_repo();
+    let root = copy.path();
+    edit(root, &claim, "  storageClassName: \"\"\n", "");
+    let text = std::fs::read_to_string(root.join(&claim)).expect("read");
+    let line = text.lines().position(|l| l == "spec:").expect("spec") + 1;
+    let all = assert_finding(root, "refs/claim", &claim, line);
+    assert!(all.contains("storageClassName none differs"), "{all}");
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let namespaces = format!("{CLUSTER}/manifests/cluster/namespaces.yaml");
+    edit(
+        root,
+        &namespaces,
+        "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: libsql\n",
+        "",
+    );
+    let all = assert_finding(
+        root,
+        "refs/namespace",
+        &format!("{APPS}/libsql/deployment.yaml"),
+        0,
+    );
+    assert!(
+        all.contains("namespace libsql is declared by no Namespace"),
+        "{all}"
+    );
+
+    // The quiesce wait of a backup source must select the Deployment's pods: kubectl's
+    // `wait --for=delete` passes at once when nothing matches.
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        "homelab.toml",
+        "\"--selector=app.kubernetes.io/name=tuwunel\"",
+        "\"--selector=app=tuwunel\"",
+    );
+    assert_finding(root, "refs/backup-command", "homelab.toml", line);
+}
+
+#[test]
+fn storage_rules() {
+    let volumes = format!("{CLUSTER}/manifests/cluster/persistent-volumes.yaml");
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(root, &volumes, "path: /srv/libsql", "path: /var/lib/libsql");
+    assert_finding(root, "storage/host-path", &volumes, line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    edit(
+        root,
+        "homelab.toml",
+        "no-backup = \"a new certificate is generated",
+        "# no-backup = \"a new certificate is generated",
+    );
+    let text = std::fs::read_to_string(root.join(&volumes)).expect("read");
+    let line = text
+        .lines()
+        .position(|l| l.contains("path: /srv/kopia/server"))
+        .expect("pv")
+        + 1;
+    assert_finding(root, "storage/not-backed-up", &volumes, line);
+}
+
+#[test]
+fn exposure_rules() {
+    let copy = copy_repo();
+    let root = copy.path();
+    let ingress = format!("{APPS}/vaultwarden/ingress.yaml");
+    let line = edit(
+        root,
+        &ingress,
+        "host: vault.aza.network",
+        "host: vaultwarden.aza.network",
+    );
+    assert_finding(root, "exposure/ingress-unrouted", &ingress, line);
+    let facts = std::fs::read_to_string(root.join("homelab.toml")).expect("read");
+    let route = facts
+        .lines()
+        .position(|l| l == "name = \"vault\"")
+        .expect("route")
+        + 1;
+    assert_finding(root, "exposure/route-ingress", "homelab.toml", route);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    edit(
+        root,
+        &format!("{APPS}/kopia/service.yaml"),
+        "clusterIP: 10.43.0.51",
+        "clusterIP: 10.43.0.52",
+    );
+    let route = facts
+        .lines()
+        .position(|l| l == "name = \"kopia\"")
+        .expect("route")
+        + 1;
+    assert_finding(root, "exposure/tcp-route", "homelab.toml", route);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let service = format!("{APPS}/vaultwarden/service.yaml");
+    let line = edit(root, &service, "spec:\n", "spec:\n  type: NodePort\n") + 1;
+    assert_finding(root, "exposure/service-type", &service, line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let deployment = format!("{APPS}/vaultwarden/deployment.yaml");
+    let line = edit(
+        root,
+        &deployment,
+        "      securityContext:\n        runAsNonRoot",
+        "      hostNetwork: true\n      securityContext:\n        runAsNonRoot",
+    );
+    assert_finding(root, "exposure/host-network", &deployment, line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        &deployment,
+        "              containerPort: 8080",
+        "              containerPort: 8080\n              hostPort: 8080",
+    ) + 1;
+    assert_finding(root, "exposure/host-network", &deployment, line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        "homelab.toml",
+        "tcp-ports = [22, 6443]",
+        "tcp-ports = [22, 80, 6443]",
+    );
+    assert_finding(root, "exposure/firewall", "homelab.toml", line);
+}
+
+/// sops as a person runs it, encrypting to a throwaway key.
+fn sops_encrypt(root: &Path, plain: &str, extra: &[&str]) -> String {
+    let key_file = root.join("test-age.key");
+    if !key_file.exists() {
+        let status = Command::new("age-keygen")
+            .arg("-o")
+            .arg(&key_file)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("age-keygen");
+        assert!(status.success());
+    }
+    let recipient = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&key_file)
+        .output()
+        .expect("age-keygen -y");
+    let recipient = stdout(&recipient).trim().to_owned();
+    let plain_file = root.join("plain.yaml");
+    std::fs::write(&plain_file, plain).expect("plain");
+    let out = Command::new("sops")
+        .args([
+            "encrypt",
+            "--age",
+            &recipient,
+            "--input-type",
+            "yaml",
+            "--output-type",
+            "yaml",
+        ])
+        .args(extra)
+        .arg(&plain_file)
+        .current_dir(root.parent().expect("outside the repository copy"))
+        .output()
+        .expect("sops");
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::remove_file(plain_file).expect("rm");
+    stdout(&out)
+}
+
+const PLAIN_SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: vaultwarden\ntype: Opaque\nstringData:\n  admin-token: hunter2\n";
+
+#[test]
+fn secret_rules() {
+    if !require(&["sops", "age-keygen"]) {
+        return;
+    }
+    let secret = format!("{APPS}/vaultwarden/secret.sops.yaml");
+
+    // Encrypted whole: sops without the creation rule's --encrypted-regex.
+    let copy = copy_repo();
+    let root = copy.path();
+    let whole = sops_encrypt(root, PLAIN_SECRET, &[]);
+    std::fs::write(root.join(&secret), &whole).expect("write");
+    let line = whole
+        .lines()
+        .position(|l| l.starts_with("kind: ENC["))
+        .expect("kind")
+        + 1;
+    let all = assert_finding(root, "secrets/whole-document", &secret, line);
+    assert!(
+        all.contains("refs/secret"),
+        "the Deployment's key is no longer visible:\n{all}"
+    );
+
+    // Encrypted with another regex: stringData stays plain.
+    let copy = copy_repo();
+    let root = copy.path();
+    let partial = sops_encrypt(root, PLAIN_SECRET, &["--encrypted-regex", "^(data)$"]);
+    std::fs::write(root.join(&secret), &partial).expect("write");
+    let line = partial
+        .lines()
+        .position(|l| l.contains("admin-token: hunter2"))
+        .expect("plain")
+        + 1;
+    assert_finding(root, "secrets/plaintext", &secret, line);
+    let line = partial.lines().position(|l| l == "sops:").expect("sops") + 1;
+    assert_finding(root, "secrets/encrypted-regex", &secret, line + 1);
+
+    // A Secret committed in a plain manifest.
+    let copy = copy_repo();
+    let root = copy.path();
+    let plain = format!("{APPS}/vaultwarden/extra-secret.yaml");
+    write(
+        root,
+        &plain,
+        &PLAIN_SECRET.replace("name: vaultwarden", "name: extra"),
+    );
+    edit(
+        root,
+        &format!("{APPS}/vaultwarden/kustomization.yaml"),
+        "resources:\n",
+        "resources:\n  - extra-secret.yaml\n",
+    );
+    assert_finding(root, "secrets/plaintext", &plain, 2);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    edit(
+        root,
+        ".sops.yaml",
+        "^flux/clusters/.*/manifests/apps/.*\\.sops\\.yaml$",
+        "^flux/clusters/.*/apps/.*\\.enc\\.yaml$",
+    );
+    assert_finding(root, "secrets/creation-rule", &secret, 1);
+
+    // A token written straight into the manifest: a warning, the check still passes.
+    let copy = copy_repo();
+    let root = copy.path();
+    let deployment = format!("{APPS}/vaultwarden/deployment.yaml");
+    let line = edit(
+        root,
+        &deployment,
+        "            - name: ROCKET_PORT",
+        "            - name: PUSH_INSTALLATION_KEY_TOKEN\n              value: 3f1c9a\n            - name: ROCKET_PORT",
+    ) + 1;
+    assert_finding(root, "secrets/secret-looking-value", &deployment, line);
+}
+
+#[test]
+fn flux_rules() {
+    let apps = format!("{CLUSTER}/apps.yaml");
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        &apps,
+        "  dependsOn:\n    - name: infrastructure\n",
+        "",
+    );
+    let all = assert_finding(root, "flux/depends-on", &apps, 0);
+    assert!(
+        all.contains("Kustomization libsql does not wait for infrastructure"),
+        "{all}"
+    );
+    let _ = line;
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        &apps,
+        "    - name: infrastructure\n",
+        "    - name: infra\n",
+    );
+    assert_finding(root, "flux/depends-on", &apps, line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        &apps,
+        "  decryption:\n    provider: sops\n    secretRef:\n      name: sops-age\n",
+        "",
+    );
+    let all = assert_finding(root, "flux/decryption", &apps, 0);
+    assert!(
+        all.contains("Kustomization libsql applies SOPS files"),
+        "{all} {line}"
+    );
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let sync = format!("{CLUSTER}/flux-system-sync.yaml");
+    let line = edit(root, &sync, "  interval: 1m", "  interval: 10m");
+    assert_finding(root, "flux/interval", &sync, line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(root, &apps, "apps/libsql", "apps/libsql-server");
+    assert_finding(root, "flux/path-missing", &apps, line);
+}
+
+#[test]
+fn hygiene_rules() {
+    let deployment = format!("{APPS}/vaultwarden/deployment.yaml");
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        &deployment,
+        "image: vaultwarden/server:1.37.2",
+        "image: vaultwarden/server",
+    );
+    assert_finding(root, "hygiene/image-tag", &deployment, line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        &deployment,
+        "            limits:\n              cpu: \"1\"\n              memory: 512Mi\n",
+        "",
+    );
+    let all = assert_finding(root, "hygiene/resources", &deployment, line - 3);
+    assert!(all.contains("no resources.limits"), "{all}");
+
+    let copy = copy_repo();
+    let root = copy.path();
+    edit(
+        root,
+        &deployment,
+        "          livenessProbe:\n            httpGet:\n              path: /alive\n              port: http\n            initialDelaySeconds: 30\n            periodSeconds: 30\n",
+        "",
+    );
+    let text = std::fs::read_to_string(root.join(&deployment)).expect("read");
+    let line = text
+        .lines()
+        .position(|l| l.contains("- name: vaultwarden"))
+        .expect("container")
+        + 1;
+    assert_finding(root, "hygiene/probes", &deployment, line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        &deployment,
+        "    type: Recreate",
+        "    type: RollingUpdate",
+    );
+    assert_finding(root, "hygiene/recreate", &deployment, line);
+}
+
+#[test]
+fn a_silence_needs_a_known_rule_and_a_reason() {
+    let ingress = format!("{APPS}/immich/ingress.yaml");
+    let copy = copy_repo();
+    let root = copy.path();
+    let text = std::fs::read_to_string(root.join(&ingress)).expect("read");
+    let annotation = text
+        .lines()
+        .find(|l| l.contains("homelab.check/ignore"))
+        .expect("a silence");
+    let line = edit(
+        root,
+        &ingress,
+        annotation,
+        "    homelab.check/ignore: \"refs/ingress-backend:\"",
+    );
+    let all = assert_finding(root, "check/silence", &ingress, line);
+    // Without its reason the silence no longer holds either.
+    assert!(all.contains("refs/ingress-backend"), "{all}");
+}
+
+#[test]
+fn trees_it_was_not_written_for_give_findings_never_a_panic() {
+    // A file that is not YAML at all, listed as a resource.
+    let copy = copy_repo();
+    let root = copy.path();
+    let file = format!("{APPS}/libsql/service.yaml");
+    std::fs::write(
+        root.join(&file),
+        [0xff_u8, 0xfe, b'\t', b'{', b'[', 0, b'\n'],
+    )
+    .expect("write");
+    assert_finding(root, "structure/yaml-syntax", &file, 0);
+
+    // A Flux path to an empty folder: Flux would generate a kustomization; check says so.
+    let copy = copy_repo();
+    let root = copy.path();
+    std::fs::create_dir_all(root.join(APPS).join("empty")).expect("dir");
+    edit(
+        root,
+        &format!("{CLUSTER}/apps.yaml"),
+        "apps/libsql\n",
+        "apps/empty\n",
+    );
+    let all = assert_finding(root, "structure/unsupported", &format!("{APPS}/empty"), 0);
+    assert!(all.contains("no kustomization.yaml"), "{all}");
+
+    // Not a repository: exit 2 with the reason.
+    let empty = tempfile::tempdir().expect("dir");
+    let (out, _) = check(empty.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("not a homelab repository"),
+        "{}",
+        stderr(&out)
+    );
+
+    // homelab.toml broken: exit 2 naming the line.
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        "homelab.toml",
+        "hostname = \"azalab-0\"",
+        "hostname = azalab-0",
+    );
+    let (out, _) = check(root);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!("homelab.toml:{line}:")),
+        "{}",
+        stderr(&out)
+    );
+}
