@@ -769,3 +769,34 @@ fn trees_it_was_not_written_for_give_findings_never_a_panic() {
         stderr(&out)
     );
 }
+
+/// The renderer is right: for every Flux path, the check's objects equal `kubectl kustomize`'s.
+#[test]
+fn every_flux_path_renders_exactly_as_kubectl_kustomize() {
+    if !require(&["kubectl"]) {
+        return;
+    }
+    let rendered = homelab::check::render(&repo()).expect("the repository renders");
+    assert!(rendered.len() >= 8, "root, infrastructure and six apps: {}", rendered.len());
+    for (path, ours) in rendered {
+        let out = Command::new("kubectl")
+            .arg("kustomize")
+            .arg(repo().join(&path))
+            .output()
+            .expect("kubectl runs");
+        assert!(out.status.success(), "{path}: {}", stderr(&out));
+        let theirs: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(&stdout(&out)).expect("kustomize output parses");
+        let sort = |mut objects: Vec<serde_json::Value>| {
+            let mut keyed: Vec<(String, serde_json::Value)> =
+                objects.drain(..).map(|o| (o.to_string(), o)).collect();
+            keyed.sort_by(|a, b| a.0.cmp(&b.0));
+            keyed.into_iter().map(|(_, o)| o).collect::<Vec<_>>()
+        };
+        let (ours, theirs) = (sort(ours), sort(theirs));
+        assert_eq!(ours.len(), theirs.len(), "{path}: object count");
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert_eq!(a, b, "{path}: objects differ");
+        }
+    }
+}

@@ -104,6 +104,31 @@ pub fn check(root: &Path) -> anyhow::Result<Checked> {
     })
 }
 
+/// The objects of every Flux path (the root folder first), as the check rendered them: what the
+/// differential test compares with `kubectl kustomize`.
+pub fn render(root: &Path) -> anyhow::Result<Vec<(String, Vec<serde_json::Value>)>> {
+    let tree = tree::Tree::load(root)?;
+    let mut paths = vec![(tree.cluster.clone(), None)];
+    for (index, flux) in tree.flux.iter().enumerate() {
+        if flux.rendered {
+            let path = tree::normalize(&flux.path).unwrap_or_default();
+            paths.push((path, Some(index)));
+        }
+    }
+    Ok(paths
+        .into_iter()
+        .map(|(path, index)| {
+            let objects = tree
+                .objects
+                .iter()
+                .filter(|o| o.flux == index)
+                .map(|o| o.node.to_json())
+                .collect();
+            (path, objects)
+        })
+        .collect())
+}
+
 /// The nearest folder at or above `dir` that holds homelab.toml.
 fn repository_of(dir: &Path) -> Option<PathBuf> {
     dir.ancestors()
