@@ -742,6 +742,28 @@ fn trees_it_was_not_written_for_give_findings_never_a_panic() {
     let all = assert_finding(root, "structure/unsupported", &format!("{APPS}/empty"), 0);
     assert!(all.contains("no kustomization.yaml"), "{all}");
 
+    // A symlinked folder that includes itself, and one that leads out of the repository.
+    let copy = copy_repo();
+    let root = copy.path();
+    let app = root.join(APPS).join("libsql");
+    std::os::unix::fs::symlink(".", app.join("again")).expect("symlink");
+    std::os::unix::fs::symlink("/etc", app.join("etc")).expect("symlink");
+    let kustomization = format!("{APPS}/libsql/kustomization.yaml");
+    edit(
+        root,
+        &kustomization,
+        "resources:\n",
+        "resources:\n  - again\n  - etc\n",
+    );
+    let all = assert_finding(
+        root,
+        "structure/unsupported",
+        &format!("{APPS}/libsql/again"),
+        0,
+    );
+    assert!(all.contains("includes itself"), "{all}");
+    assert_finding(root, "structure/missing-entry", &kustomization, 0);
+
     // Not a repository: exit 2 with the reason.
     let empty = tempfile::tempdir().expect("dir");
     let (out, _) = check(empty.path());
@@ -777,7 +799,11 @@ fn every_flux_path_renders_exactly_as_kubectl_kustomize() {
         return;
     }
     let rendered = homelab::check::render(&repo()).expect("the repository renders");
-    assert!(rendered.len() >= 8, "root, infrastructure and six apps: {}", rendered.len());
+    assert!(
+        rendered.len() >= 8,
+        "root, infrastructure and six apps: {}",
+        rendered.len()
+    );
     for (path, ours) in rendered {
         let out = Command::new("kubectl")
             .arg("kustomize")

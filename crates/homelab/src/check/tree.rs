@@ -440,16 +440,22 @@ impl Loader {
             });
             return Ok(Vec::new());
         };
-        if stack.iter().any(|d| d == dir) {
+        // Compared by real path: a symlinked folder must not render itself forever.
+        let real = tree
+            .root
+            .join(dir)
+            .canonicalize()
+            .map_or_else(|_| dir.to_owned(), |p| p.to_string_lossy().into_owned());
+        if stack.iter().any(|d| *d == real) {
             let at = Location::new(dir, 0, 0);
             tree.findings.push(Finding {
                 rule: &rules::UNSUPPORTED,
                 at,
-                message: format!("{dir} includes itself (through {})", stack.join(" → ")),
+                message: format!("{dir} includes itself"),
             });
             return Ok(Vec::new());
         }
-        stack.push(dir.to_owned());
+        stack.push(real);
         let relative = join(dir, name);
         self.included.insert(relative.clone());
         let file = tree.add_file(&relative)?;
@@ -567,6 +573,19 @@ impl Loader {
             return Ok(Vec::new());
         };
         let path = tree.root.join(&relative);
+        let inside = match (path.canonicalize(), tree.root.canonicalize()) {
+            (Ok(real), Ok(root)) => real.starts_with(root),
+            _ => true,
+        };
+        if !inside {
+            tree.report(
+                &rules::MISSING_ENTRY,
+                file,
+                entry,
+                format!("{target} leads out of the repository through a symlink"),
+            );
+            return Ok(Vec::new());
+        }
         if path.is_dir() {
             return self.render(tree, &relative, stack);
         }

@@ -1,0 +1,159 @@
+//! The loaders never panic, whatever is in the files: arbitrary text, YAML-shaped token soup and
+//! damaged copies of the real manifests, put where the check reads them (a listed manifest, a
+//! kustomization, .sops.yaml, a SOPS file, homelab.toml). Each case must end in findings or a
+//! clean error. `PROPTEST_CASES=N` runs longer (docs/check.md has how long it ran).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use proptest::prelude::*;
+
+const TARGETS: [&str; 5] = [
+    "flux/clusters/azalab-0/manifests/apps/vaultwarden/deployment.yaml",
+    "flux/clusters/azalab-0/manifests/apps/vaultwarden/kustomization.yaml",
+    "flux/clusters/azalab-0/manifests/apps/vaultwarden/secret.sops.yaml",
+    ".sops.yaml",
+    "homelab.toml",
+];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+fn copy_repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for file in ["homelab.toml", ".sops.yaml"] {
+        std::fs::copy(repo().join(file), dir.path().join(file)).expect("copy");
+    }
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("flux"))
+        .arg(dir.path())
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    dir
+}
+
+fn yaml_soup() -> impl Strategy<Value = String> {
+    let token = prop::sample::select(vec![
+        "apiVersion: v1\n",
+        "kind: Secret\n",
+        "kind: Deployment\n",
+        "metadata:\n",
+        "  name: x\n",
+        "spec:\n",
+        "  template:\n",
+        "    spec:\n",
+        "      containers:\n",
+        "- ",
+        "  - ",
+        "key: ",
+        "value\n",
+        "{",
+        "}",
+        "[",
+        "]",
+        ", ",
+        ": ",
+        "&a ",
+        "*a\n",
+        "*b\n",
+        "!!str ",
+        "!!int ",
+        "---\n",
+        "...\n",
+        "\t",
+        "  ",
+        "\n",
+        "'",
+        "\"",
+        "|\n",
+        ">-\n",
+        "? ",
+        "#c\n",
+        "0x1F\n",
+        "1e999\n",
+        "-.inf\n",
+        "~\n",
+        "ENC[AES256_GCM,data:x,type:str]\n",
+        "sops:\n",
+        "resources:\n",
+        "  - ../../\n",
+        "  - /etc/passwd\n",
+        "  - missing.yaml\n",
+        "namespace: ",
+        "labels:\n",
+        "  - pairs: {a: b}\n",
+        "    includeSelectors: true\n",
+        "dependsOn:\n",
+        "hostPath: {path: /}\n",
+        "claimName: \n",
+        "port: 99999999999999999999\n",
+        "\u{feff}",
+        "\u{0}",
+        "é",
+        "%YAML 1.2\n",
+        "%TAG ! tag:x:\n",
+    ]);
+    prop::collection::vec(token, 0..60).prop_map(|t| t.concat())
+}
+
+fn damaged(original: String) -> impl Strategy<Value = String> {
+    let len = original.len();
+    (0..=len, 0..=len.min(64), ".{0,8}").prop_map(move |(at, cut, insert)| {
+        let mut text = original.clone();
+        let at = (0..=at)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        let end = (at + cut..=text.len())
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(text.len());
+        text.replace_range(at..end, &insert);
+        text
+    })
+}
+
+thread_local! {
+    /// One copy per test thread; each case writes its file and puts the original back.
+    static COPY: tempfile::TempDir = copy_repo();
+}
+
+fn run_case(target: &str, text: &str) {
+    COPY.with(|copy| {
+        let root = copy.path();
+        let original = std::fs::read_to_string(repo().join(target)).expect("original");
+        std::fs::write(root.join(target), text).expect("write case");
+        // Findings or a clean error; a panic fails the property.
+        let _ = homelab::check::check(root);
+        std::fs::write(root.join(target), original).expect("restore");
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn arbitrary_text_anywhere(target in prop::sample::select(TARGETS.to_vec()), text in "\\PC{0,400}") {
+        run_case(target, &text);
+    }
+
+    #[test]
+    fn yaml_shaped_soup_anywhere(target in prop::sample::select(TARGETS.to_vec()), text in yaml_soup()) {
+        run_case(target, &text);
+    }
+
+    #[test]
+    fn damaged_real_files(
+        (target, text) in prop::sample::select(TARGETS.to_vec()).prop_flat_map(|target| {
+            let original = std::fs::read_to_string(repo().join(target)).expect("original");
+            (Just(target), damaged(original))
+        })
+    ) {
+        run_case(target, &text);
+    }
+}
