@@ -244,6 +244,13 @@ fn schema_rules() {
 
     let copy = copy_repo();
     let root = copy.path();
+    let infrastructure = format!("{CLUSTER}/infrastructure.yaml");
+    let line = edit(root, &infrastructure, "  wait: true", "  wait: true\n  waitForever: true") + 1;
+    let all = assert_finding(root, "schema/invalid", &infrastructure, line);
+    assert!(all.contains("unknown field \"waitForever\""), "{all}");
+
+    let copy = copy_repo();
+    let root = copy.path();
     let file = format!("{APPS}/vaultwarden/service.yaml");
     let line = edit(root, &file, "      port: 8080", "      port: \"8080\"");
     assert_finding(root, "schema/invalid", &file, line);
