@@ -245,7 +245,12 @@ fn schema_rules() {
     let copy = copy_repo();
     let root = copy.path();
     let infrastructure = format!("{CLUSTER}/infrastructure.yaml");
-    let line = edit(root, &infrastructure, "  wait: true", "  wait: true\n  waitForever: true") + 1;
+    let line = edit(
+        root,
+        &infrastructure,
+        "  wait: true",
+        "  wait: true\n  waitForever: true",
+    ) + 1;
     let all = assert_finding(root, "schema/invalid", &infrastructure, line);
     assert!(all.contains("unknown field \"waitForever\""), "{all}");
 
@@ -831,5 +836,23 @@ fn every_flux_path_renders_exactly_as_kubectl_kustomize() {
         for (a, b) in ours.iter().zip(&theirs) {
             assert_eq!(a, b, "{path}: objects differ");
         }
+    }
+}
+
+#[test]
+fn every_rule_is_documented_and_tested() {
+    let docs = std::fs::read_to_string(repo().join("docs/check.md")).expect("docs/check.md");
+    let tests = include_str!("check.rs");
+    for rule in homelab::check::RULES {
+        assert!(
+            docs.contains(&format!("| `{}` |", rule.id)),
+            "docs/check.md lacks {}",
+            rule.id
+        );
+        assert!(
+            tests.contains(&format!("\"{}\"", rule.id)),
+            "no test asserts {}",
+            rule.id
+        );
     }
 }

@@ -38,6 +38,14 @@ fn copy_repo() -> tempfile::TempDir {
     dir
 }
 
+/// 128 per property in CI; `PROPTEST_CASES=N` for a longer run.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128)
+}
+
 fn yaml_soup() -> impl Strategy<Value = String> {
     let token = prop::sample::select(vec![
         "apiVersion: v1\n",
@@ -135,7 +143,7 @@ fn run_case(target: &str, text: &str) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn arbitrary_text_anywhere(target in prop::sample::select(TARGETS.to_vec()), text in "\\PC{0,400}") {

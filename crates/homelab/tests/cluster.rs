@@ -25,7 +25,13 @@ fn the_cluster_tree_passes_homelab_check() {
         .arg(repo())
         .output()
         .expect("homelab runs");
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }
 
 /// The schemas inside the binary are exactly what scripts/vendor-check-schemas.py makes from its
