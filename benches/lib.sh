@@ -11,7 +11,7 @@ bench_setup() { # $@: programs that must be on PATH
   done
   cargo build --release --quiet --manifest-path "$repo_root/Cargo.toml"
   # shellcheck disable=SC2034 # used by the benchmark that sources this file
-  homelab=$repo_root/target/release/homelab
+  homelab=${CARGO_TARGET_DIR:-$repo_root/target}/release/homelab
   work=$(mktemp -d "${TMPDIR:-/tmp}/homelab-bench-XXXXXX")
   trap 'rm -rf "$work"' EXIT
 }

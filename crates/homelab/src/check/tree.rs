@@ -446,7 +446,7 @@ impl Loader {
             .join(dir)
             .canonicalize()
             .map_or_else(|_| dir.to_owned(), |p| p.to_string_lossy().into_owned());
-        if stack.iter().any(|d| *d == real) {
+        if stack.contains(&real) {
             let at = Location::new(dir, 0, 0);
             tree.findings.push(Finding {
                 rule: &rules::UNSUPPORTED,
