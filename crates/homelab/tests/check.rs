@@ -448,6 +448,27 @@ fn exposure_rules() {
     let copy = copy_repo();
     let root = copy.path();
     let service = format!("{APPS}/vaultwarden/service.yaml");
+    let line = edit(
+        root,
+        &service,
+        "spec:\n",
+        "spec:\n  clusterIP: 10.43.0.60\n",
+    ) + 1;
+    assert_finding(root, "exposure/tcp-route", &service, line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        "homelab.toml",
+        "name = \"db\"\nkind = \"http\"",
+        "name = \"db\"\nkind = \"https\"",
+    );
+    assert_finding(root, "exposure/route-ingress", "homelab.toml", line);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let service = format!("{APPS}/vaultwarden/service.yaml");
     let line = edit(root, &service, "spec:\n", "spec:\n  type: NodePort\n") + 1;
     assert_finding(root, "exposure/service-type", &service, line);
 
@@ -740,6 +761,18 @@ fn trees_it_was_not_written_for_give_findings_never_a_panic() {
     )
     .expect("write");
     assert_finding(root, "structure/yaml-syntax", &file, 0);
+
+    // Flux-side transformations the renderer does not imitate.
+    let copy = copy_repo();
+    let root = copy.path();
+    let apps = format!("{CLUSTER}/apps.yaml");
+    let line = edit(
+        root,
+        &apps,
+        "  prune: true\n",
+        "  prune: true\n  targetNamespace: elsewhere\n",
+    ) + 1;
+    assert_finding(root, "structure/unsupported", &apps, line);
 
     // A Flux path to an empty folder: Flux would generate a kustomization; check says so.
     let copy = copy_repo();

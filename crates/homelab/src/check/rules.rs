@@ -850,7 +850,38 @@ impl<'a> Checker<'a> {
                     }
                 }
                 "tcp" => self.tcp_route(route, &host, offset),
-                _ => {}
+                other => self.facts_at(
+                    &rules::ROUTE_INGRESS,
+                    offset,
+                    format!("route {host}: kind {other:?} is neither \"http\" nor \"tcp\""),
+                ),
+            }
+        }
+        // A fixed cluster IP exists for a tcp route to end at; any other is a leftover.
+        let tcp_ips: BTreeSet<&str> = tree
+            .facts
+            .tunnel
+            .route
+            .iter()
+            .filter(|r| r.kind == "tcp")
+            .filter_map(|r| r.cluster_ip.as_deref())
+            .collect();
+        for service in self.objects().filter(|o| kind(&o.node) == "Service") {
+            if let Some(ip) = service.node.path(&["spec", "clusterIP"])
+                && ip.scalar_text() != "None"
+                && !tcp_ips.contains(ip.scalar_text().as_str())
+            {
+                self.at(
+                    &rules::TCP_ROUTE,
+                    service,
+                    ip,
+                    format!(
+                        "Service {}/{} has a fixed cluster IP {} that no tcp route uses",
+                        namespace(&service.node),
+                        name(&service.node),
+                        ip.scalar_text()
+                    ),
+                );
             }
         }
         for (host, ingresses) in &hosts {

@@ -230,6 +230,20 @@ impl Tree {
             };
             let path = path_node.scalar_text();
             let relative = normalize(&path);
+            // Flux-side transformations change what is applied; the renderer does not imitate them.
+            let spec = tree.objects[index].node.get("spec").cloned();
+            for (key, _) in spec.as_ref().map(Node::entries).unwrap_or_default() {
+                let field = key.scalar_text();
+                if FLUX_TRANSFORMS.contains(&field.as_str()) {
+                    let file = tree.objects[index].file;
+                    tree.report(
+                        &rules::UNSUPPORTED,
+                        file,
+                        key,
+                        format!("Flux Kustomization field spec.{field} is not supported by check"),
+                    );
+                }
+            }
             let flux_index = tree.flux.len();
             let exists = relative
                 .as_deref()
@@ -367,6 +381,17 @@ struct Loader {
 }
 
 const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+
+const FLUX_TRANSFORMS: [&str; 8] = [
+    "targetNamespace",
+    "patches",
+    "postBuild",
+    "components",
+    "images",
+    "namePrefix",
+    "nameSuffix",
+    "commonMetadata",
+];
 
 /// Kinds kustomize never gives a namespace.
 const CLUSTER_SCOPED: [&str; 11] = [
