@@ -53,10 +53,22 @@ enum Frame {
     Map(Vec<(Node, Node)>, Option<Node>, Span, usize),
 }
 
+/// Deeper than any manifest; keeps the recursive walks over the tree (and its drop) off the
+/// end of the stack.
+const MAX_DEPTH: usize = 200;
+/// Nodes that aliases may copy in one file: stops an alias bomb ("billion laughs").
+const MAX_ALIASED_NODES: usize = 100_000;
+
 pub fn parse(text: &str) -> Result<Parsed, SyntaxError> {
     let mut parsed = Parsed::default();
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut anchors: HashMap<usize, (Node, usize)> = HashMap::new();
+    let mut aliased = 0;
+    let refuse = |span: &Span, message: &str| SyntaxError {
+        line: span.start.line(),
+        col: span.start.col(),
+        message: message.to_owned(),
+    };
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| SyntaxError {
             line: e.marker().line(),
@@ -71,11 +83,22 @@ pub fn parse(text: &str) -> Result<Parsed, SyntaxError> {
                 remember(&mut anchors, anchor, &node);
                 node
             }
-            Event::Alias(id) => anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
-                line: span.start.line(),
-                col: span.start.col(),
-                message: "alias to an unknown anchor".to_owned(),
-            })?,
+            Event::Alias(id) => {
+                let (node, size) = anchors
+                    .get(&id)
+                    .ok_or_else(|| refuse(&span, "alias to an unknown anchor"))?;
+                aliased += size;
+                if aliased > MAX_ALIASED_NODES {
+                    return Err(refuse(&span, "aliases expand to too many nodes"));
+                }
+                node.clone()
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _)
+                if stack.len() >= MAX_DEPTH =>
+            {
+                let _ = anchor;
+                return Err(refuse(&span, "nested too deep"));
+            }
             Event::SequenceStart(anchor, _) => {
                 stack.push(Frame::Seq(Vec::new(), span, anchor));
                 continue;
@@ -131,9 +154,9 @@ pub fn parse(text: &str) -> Result<Parsed, SyntaxError> {
     Ok(parsed)
 }
 
-fn remember(anchors: &mut HashMap<usize, Node>, anchor: usize, node: &Node) {
+fn remember(anchors: &mut HashMap<usize, (Node, usize)>, anchor: usize, node: &Node) {
     if anchor != 0 {
-        anchors.insert(anchor, node.clone());
+        anchors.insert(anchor, (node.clone(), node.size()));
     }
 }
 
@@ -207,6 +230,15 @@ fn looks_like_float(text: &str) -> bool {
 }
 
 impl Node {
+    /// How many nodes this one is, counting itself and everything below.
+    fn size(&self) -> usize {
+        1 + match &self.value {
+            Value::Seq(items) => items.iter().map(Node::size).sum(),
+            Value::Map(entries) => entries.iter().map(|(k, v)| k.size() + v.size()).sum(),
+            _ => 0,
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.value {
             Value::Map(entries) => entries
@@ -347,6 +379,26 @@ mod tests {
         );
         let error = parse("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(error.line >= 1, "{error:?}");
+    }
+
+    #[test]
+    fn alias_bombs_and_deep_nesting_are_refused() {
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..9 {
+            let previous = format!("*a{}", level - 1);
+            let items = vec![previous.as_str(); 10].join(", ");
+            bomb.push_str(&format!("a{level}: &a{level} [{items}]\n"));
+        }
+        let error = parse(&bomb).unwrap_err();
+        assert!(error.message.contains("too many nodes"), "{error:?}");
+        // saphyr stops deep flow nesting itself; block nesting reaches our own limit.
+        let flow = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse(&flow).is_err());
+        let block: String = (0..250)
+            .map(|i| format!("{}k:\n", "  ".repeat(i)))
+            .collect();
+        let error = parse(&block).unwrap_err();
+        assert!(error.message.contains("nested too deep"), "{error:?}");
     }
 
     #[test]
