@@ -65,6 +65,9 @@ rules! {
     NOT_AN_OBJECT "structure/not-an-object" Error
         "a YAML document is not a Kubernetes object (no apiVersion, kind or metadata.name)"
         "give the document apiVersion, kind and metadata.name, or remove it";
+    DUPLICATE_OBJECT "structure/duplicate-object" Error
+        "the same object (kind, namespace, name) is rendered twice in one Flux path; kustomize refuses the build"
+        "remove one of them, or give them different names";
     MISSING_ENTRY "structure/missing-entry" Error
         "a kustomization lists a file or folder that does not exist"
         "restore the file, or remove the entry from kustomization.yaml";

@@ -591,6 +591,7 @@ impl<'a> Checker<'a> {
 
     fn claims(&mut self) {
         let tree = self.tree;
+        let mut bound: BTreeMap<String, String> = BTreeMap::new();
         let volumes: Vec<&Object> = self
             .objects()
             .filter(|o| kind(&o.node) == "PersistentVolume")
@@ -606,18 +607,42 @@ impl<'a> Checker<'a> {
                 .node
                 .path(&["spec", "volumeName"])
                 .map(Node::scalar_text);
+            // A volume binds this claim only when both sides agree: the claim's volumeName (if
+            // set) names it, and its claimRef (if set) names this claim.
+            let refers = |v: &Object| {
+                v.node.path(&["spec", "claimRef"]).map(|r| {
+                    r.get("name").map(Node::scalar_text).as_deref() == Some(claim_name.as_str())
+                        && r.get("namespace").map(Node::scalar_text).as_deref() == Some(ns.as_str())
+                })
+            };
             let candidates: Vec<&&Object> = volumes
                 .iter()
                 .filter(|v| {
-                    let by_name = volume_name.as_deref() == Some(name(&v.node).as_str());
-                    let by_ref = v.node.path(&["spec", "claimRef"]).is_some_and(|r| {
-                        r.get("name").map(Node::scalar_text).as_deref() == Some(claim_name.as_str())
-                            && r.get("namespace").map(Node::scalar_text).as_deref()
-                                == Some(ns.as_str())
-                    });
-                    by_name || by_ref
+                    let named = volume_name.as_deref().map(|n| n == name(&v.node));
+                    match (named, refers(v)) {
+                        (Some(named), Some(refers)) => named && refers,
+                        (Some(named), None) => named,
+                        (None, Some(refers)) => refers,
+                        (None, None) => false,
+                    }
                 })
                 .collect();
+            if let Some(wanted) = &volume_name
+                && let Some(volume) = volumes.iter().find(|v| &name(&v.node) == wanted)
+                && refers(volume) == Some(false)
+            {
+                let at = claim
+                    .node
+                    .path(&["spec", "volumeName"])
+                    .unwrap_or(&claim.node);
+                self.at(
+                    &rules::CLAIM_REF,
+                    claim,
+                    at,
+                    format!("claim {ns}/{claim_name} names volume {wanted}, whose claimRef names another claim"),
+                );
+                continue;
+            }
             let spec = claim.node.get("spec").unwrap_or(&claim.node);
             let [volume] = candidates.as_slice() else {
                 let message = if candidates.is_empty() {
@@ -634,12 +659,25 @@ impl<'a> Checker<'a> {
                 self.at(&rules::CLAIM_REF, claim, spec, message);
                 continue;
             };
+            if let Some(first) = bound.insert(name(&volume.node), format!("{ns}/{claim_name}")) {
+                self.at(
+                    &rules::CLAIM_REF,
+                    claim,
+                    spec,
+                    format!(
+                        "claim {ns}/{claim_name} and claim {first} both bind volume {}; only one ever will",
+                        name(&volume.node)
+                    ),
+                );
+            }
             let volume_spec = volume.node.get("spec");
             let class = |node: Option<&Node>| {
                 node.and_then(|s| s.get("storageClassName"))
                     .map(Node::scalar_text)
             };
-            if class(Some(spec)) != class(volume_spec) {
+            // A volume without a class is in the "" class; a claim without one gets the default.
+            let volume_class = class(volume_spec).or_else(|| Some(String::new()));
+            if class(Some(spec)) != volume_class {
                 let shown = |c: Option<String>| c.map_or("none".to_owned(), |c| format!("{c:?}"));
                 let at = spec
                     .get("storageClassName")
@@ -653,7 +691,7 @@ impl<'a> Checker<'a> {
                         "claim {ns}/{claim_name}: storageClassName {} differs from volume {}'s {} (a claim without one gets the default class and never binds a static volume)",
                         shown(class(Some(spec))),
                         name(&volume.node),
-                        shown(class(volume_spec))
+                        shown(volume_class)
                     ),
                 );
             }
@@ -742,8 +780,17 @@ impl<'a> Checker<'a> {
                 continue;
             };
             let text = ns.scalar_text();
-            if !declared.contains(&text) && !BUILT_IN_NAMESPACES.contains(&text.as_str()) {
-                self.at(
+            if declared.contains(&text) || BUILT_IN_NAMESPACES.contains(&text.as_str()) {
+                continue;
+            }
+            match &object.namespace_from {
+                // Once, where the kustomization set it.
+                Some(at) => self.findings.push(Finding {
+                    rule: &rules::NAMESPACE,
+                    at: at.clone(),
+                    message: format!("namespace {text} is declared by no Namespace in the tree"),
+                }),
+                None => self.at(
                     &rules::NAMESPACE,
                     object,
                     ns,
@@ -751,7 +798,7 @@ impl<'a> Checker<'a> {
                         "{}: namespace {text} is declared by no Namespace in the tree",
                         label(&object.node)
                     ),
-                );
+                ),
             }
         }
     }
@@ -1160,41 +1207,50 @@ impl<'a> Checker<'a> {
             let this = name(&object.node);
             let is_root = tree::normalize(&flux.path).as_deref() == Some(tree.cluster.as_str());
             let spec = object.node.get("spec").unwrap_or(&object.node);
-            if !is_root && this != INFRASTRUCTURE {
-                let depends: Vec<&Node> = spec
-                    .get("dependsOn")
-                    .map(Node::items)
-                    .unwrap_or_default()
-                    .iter()
-                    .collect();
-                let waits = self.reaches_infrastructure(&names, &this, &mut BTreeSet::new());
-                for dependency in &depends {
-                    let target = dependency
-                        .get("name")
-                        .map(Node::scalar_text)
-                        .unwrap_or_default();
-                    if !names.contains_key(&target) {
-                        self.at(
-                            &rules::DEPENDS_ON,
-                            object,
-                            dependency,
-                            format!("Kustomization {this} depends on {target}, which no Flux Kustomization is"),
-                        );
-                    }
-                }
-                if !waits {
+            for dependency in spec.get("dependsOn").map(Node::items).unwrap_or_default() {
+                let target = dependency
+                    .get("name")
+                    .map(Node::scalar_text)
+                    .unwrap_or_default();
+                if !names.contains_key(&target) {
                     self.at(
                         &rules::DEPENDS_ON,
                         object,
-                        spec.key_node("dependsOn").unwrap_or(spec),
-                        format!("Kustomization {this} does not wait for {INFRASTRUCTURE}"),
+                        dependency,
+                        format!("Kustomization {this} depends on {target}, which no Flux Kustomization is"),
                     );
                 }
             }
+            if depends_in_a_cycle(&names, &this) {
+                self.at(
+                    &rules::DEPENDS_ON,
+                    object,
+                    spec.key_node("dependsOn").unwrap_or(spec),
+                    format!("Kustomization {this} depends on itself through dependsOn; Flux waits forever"),
+                );
+            } else if !is_root
+                && this != INFRASTRUCTURE
+                && !self.reaches_infrastructure(&names, &this, &mut BTreeSet::new())
+            {
+                self.at(
+                    &rules::DEPENDS_ON,
+                    object,
+                    spec.key_node("dependsOn").unwrap_or(spec),
+                    format!("Kustomization {this} does not wait for {INFRASTRUCTURE}"),
+                );
+            }
+            // The root folder's objects were rendered before any Flux path was followed.
+            let rendered_here = |o: &Object| {
+                if is_root {
+                    o.flux.is_none()
+                } else {
+                    o.flux == Some(index)
+                }
+            };
             let applies_sops = tree
                 .objects
                 .iter()
-                .any(|o| o.flux == Some(index) && tree.files[o.file].path.ends_with(".sops.yaml"));
+                .any(|o| rendered_here(o) && tree.files[o.file].path.ends_with(".sops.yaml"));
             let decrypts = spec
                 .path(&["decryption", "provider"])
                 .map(Node::scalar_text)
@@ -1213,7 +1269,7 @@ impl<'a> Checker<'a> {
         for object in tree
             .objects
             .iter()
-            .filter(|o| kind(&o.node) == "GitRepository")
+            .filter(|o| kind(&o.node) == "GitRepository" && tree.is_this_repository(&o.node))
         {
             let interval = object.node.path(&["spec", "interval"]);
             if interval.map(Node::scalar_text).as_deref() != Some(GIT_REPOSITORY_INTERVAL) {
@@ -1377,6 +1433,35 @@ impl<'a> Checker<'a> {
             }
         }
     }
+}
+
+/// Whether following `dependsOn` from `from` comes back to it.
+fn depends_in_a_cycle(names: &BTreeMap<String, &Object>, from: &str) -> bool {
+    let mut stack = vec![from.to_owned()];
+    let mut seen = BTreeSet::new();
+    while let Some(current) = stack.pop() {
+        let Some(object) = names.get(&current) else {
+            continue;
+        };
+        for dependency in object
+            .node
+            .path(&["spec", "dependsOn"])
+            .map(Node::items)
+            .unwrap_or_default()
+        {
+            let target = dependency
+                .get("name")
+                .map(Node::scalar_text)
+                .unwrap_or_default();
+            if target == from {
+                return true;
+            }
+            if seen.insert(target.clone()) {
+                stack.push(target);
+            }
+        }
+    }
+    false
 }
 
 /// The value of `--flag VALUE`, `--flag=VALUE` or `-f VALUE`.

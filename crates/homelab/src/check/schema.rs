@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 
 const KUBERNETES: &str = include_str!("../../schemas/kubernetes.json");
 const CRDS: &str = include_str!("../../schemas/crds.json");
+const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
 
 pub struct Schemas {
     kubernetes_defs: serde_json::Map<String, Value>,
@@ -83,6 +84,32 @@ impl Schemas {
             };
             if let Some(schema) = self.crds.get(&crd) {
                 validation.check(schema, object, &mut String::new(), &mut errors);
+                // The CRD schemas leave the top level open and `metadata` a bare object; the API
+                // server does not: unknown top-level fields are refused and metadata is ObjectMeta.
+                let known = schema.get("properties").and_then(Value::as_object);
+                for key in object.as_object().map(|o| o.keys()).into_iter().flatten() {
+                    if known.is_some_and(|k| !k.contains_key(key)) {
+                        errors.push(Violation {
+                            pointer: format!("/{}", escape(key)),
+                            message: format!("unknown field {key:?}"),
+                        });
+                    }
+                }
+            }
+            if let (Some(metadata), Some(object_meta)) = (
+                object.get("metadata"),
+                self.kubernetes_defs.get(OBJECT_META),
+            ) {
+                let mut validation = Validation {
+                    defs: &self.kubernetes_defs,
+                    patterns: &mut self.patterns,
+                };
+                validation.check(
+                    object_meta,
+                    metadata,
+                    &mut "/metadata".to_owned(),
+                    &mut errors,
+                );
             }
         }
         if errors.is_empty() {
@@ -220,8 +247,10 @@ impl Validation<'_> {
             if let Some(Value::Array(options)) = schema.get(keyword) {
                 let matching = options.iter().filter(|o| self.valid(o, value)).count();
                 let ok = match need {
-                    Some(n) => matching == n,
-                    None => matching > 0,
+                    // int-or-string and quantities allow null in both alternatives; the API
+                    // server takes a null as unset.
+                    Some(n) if !value.is_null() => matching == n,
+                    _ => matching > 0,
                 };
                 if !ok {
                     fail(

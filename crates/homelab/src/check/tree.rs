@@ -44,6 +44,16 @@ pub struct Object {
     pub node: Node,
     /// The Flux Kustomization whose path rendered it (index into `Tree::flux`); None for the root.
     pub flux: Option<usize>,
+    /// Where its namespace was set when a kustomization's `namespace:` set it (a mistake there
+    /// is reported there, not in each manifest).
+    pub namespace_from: Option<Location>,
+}
+
+/// A document a kustomization rendered.
+struct Rendered {
+    file: usize,
+    node: Node,
+    namespace_from: Option<Location>,
 }
 
 #[derive(Debug)]
@@ -63,9 +73,12 @@ pub struct SopsRule {
 
 /// homelab.toml, as far as the check needs it; the rest belongs to other readers.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Facts {
     pub hostname: String,
     pub domain: String,
+    /// This repository's URL: the GitRepository that has it is the one check follows.
+    pub source_repository: Option<String>,
     #[serde(default)]
     pub firewall: Firewall,
     #[serde(default)]
@@ -228,6 +241,32 @@ impl Tree {
             let Some(path_node) = tree.objects[index].node.path(&["spec", "path"]).cloned() else {
                 continue;
             };
+            let source = tree.objects[index]
+                .node
+                .path(&["spec", "sourceRef"])
+                .cloned();
+            let source_name = source
+                .as_ref()
+                .and_then(|s| s.get("name"))
+                .map(Node::scalar_text)
+                .unwrap_or_default();
+            let source_kind = source
+                .as_ref()
+                .and_then(|s| s.get("kind"))
+                .map(Node::scalar_text)
+                .unwrap_or_default();
+            if source_kind != "GitRepository" || !tree.repositories().contains(&source_name) {
+                let file = tree.objects[index].file;
+                tree.report(
+                    &rules::UNSUPPORTED,
+                    file,
+                    source.as_ref().unwrap_or(&path_node),
+                    format!(
+                        "sourceRef {source_kind}/{source_name} is not this repository's GitRepository; check follows only this repository"
+                    ),
+                );
+                continue;
+            }
             let path = path_node.scalar_text();
             let relative = normalize(&path);
             // Flux-side transformations change what is applied; the renderer does not imitate them.
@@ -279,9 +318,71 @@ impl Tree {
         Ok(tree)
     }
 
-    fn add_objects(&mut self, objects: Vec<(usize, Node)>, flux: Option<usize>) {
-        for (file, node) in objects {
-            self.objects.push(Object { file, node, flux });
+    fn add_objects(&mut self, objects: Vec<Rendered>, flux: Option<usize>) {
+        // kustomize refuses a build with the same object twice; Flux then applies nothing.
+        let mut seen: HashMap<(String, String, String), Location> = HashMap::new();
+        for rendered in &objects {
+            let node = &rendered.node;
+            let text = |path: &[&str]| node.path(path).map(Node::scalar_text).unwrap_or_default();
+            let id = (
+                format!("{}/{}", group(&text(&["apiVersion"])), text(&["kind"])),
+                text(&["metadata", "namespace"]),
+                text(&["metadata", "name"]),
+            );
+            let at = Location::new(&self.files[rendered.file].path, node.line, node.col);
+            if let Some(first) = seen.get(&id) {
+                let message = format!(
+                    "{} {}/{} is also defined at {}:{}; kustomize refuses the build",
+                    id.0, id.1, id.2, first.file, first.line
+                );
+                self.findings.push(Finding {
+                    rule: &rules::DUPLICATE_OBJECT,
+                    at,
+                    message,
+                });
+            } else {
+                seen.insert(id, at);
+            }
+        }
+        for Rendered {
+            file,
+            node,
+            namespace_from,
+        } in objects
+        {
+            self.objects.push(Object {
+                file,
+                node,
+                flux,
+                namespace_from,
+            });
+        }
+    }
+
+    /// Names of the GitRepositories that are this repository (by URL; `flux-system` when
+    /// homelab.toml does not say).
+    pub fn repositories(&self) -> Vec<String> {
+        self.objects
+            .iter()
+            .filter(|o| o.node.get("kind").and_then(Node::str) == Some("GitRepository"))
+            .filter(|o| self.is_this_repository(&o.node))
+            .filter_map(|o| o.node.path(&["metadata", "name"]).map(Node::scalar_text))
+            .collect()
+    }
+
+    pub fn is_this_repository(&self, git_repository: &Node) -> bool {
+        let url = git_repository.path(&["spec", "url"]).map(Node::scalar_text);
+        match &self.facts.source_repository {
+            Some(ours) => {
+                url.is_some_and(|u| u.trim_end_matches(".git") == ours.trim_end_matches(".git"))
+            }
+            None => {
+                git_repository
+                    .path(&["metadata", "name"])
+                    .map(Node::scalar_text)
+                    .as_deref()
+                    == Some("flux-system")
+            }
         }
     }
 
@@ -349,6 +450,19 @@ impl Tree {
     fn find_orphans_and_sops_files(&mut self, loader: &mut Loader) -> Result<(), LoadError> {
         let mut files = Vec::new();
         walk(&self.root, &self.root.join(&self.cluster), &mut files)?;
+        // SOPS files a kustomization pulls in from outside the cluster folder count too.
+        let outside: Vec<String> = loader
+            .included
+            .iter()
+            .filter(|f| f.ends_with(".sops.yaml") && !files.contains(f))
+            .cloned()
+            .collect();
+        for relative in outside {
+            let file = self.add_file(&relative)?;
+            for node in loader.documents(self, file) {
+                self.sops_documents.push((file, node));
+            }
+        }
         for relative in files {
             let is_yaml = relative.ends_with(".yaml") || relative.ends_with(".yml");
             if !is_yaml {
@@ -449,7 +563,7 @@ impl Loader {
         tree: &mut Tree,
         dir: &str,
         stack: &mut Vec<String>,
-    ) -> Result<Vec<(usize, Node)>, LoadError> {
+    ) -> Result<Vec<Rendered>, LoadError> {
         let Some(name) = KUSTOMIZATION_FILES
             .iter()
             .find(|name| tree.root.join(dir).join(name).is_file())
@@ -486,7 +600,7 @@ impl Loader {
         let file = tree.add_file(&relative)?;
         let documents = self.documents(tree, file);
         let mut objects = Vec::new();
-        let mut namespace = None;
+        let mut namespace: Option<(String, Location)> = None;
         let mut labels: Vec<(Node, bool)> = Vec::new();
         if documents.len() > 1 {
             tree.report(
@@ -513,7 +627,10 @@ impl Loader {
         for (key, value) in kustomization.entries() {
             match key.scalar_text().as_str() {
                 "apiVersion" | "kind" => {}
-                "namespace" => namespace = Some(value.scalar_text()),
+                "namespace" => {
+                    let at = Location::new(&tree.files[file].path, value.line, value.col);
+                    namespace = Some((value.scalar_text(), at));
+                }
                 "resources" => {
                     for entry in value.items() {
                         let target = entry.scalar_text();
@@ -552,18 +669,38 @@ impl Loader {
                 ),
             }
         }
-        for (_, node) in &mut objects {
+        for rendered in &mut objects {
+            let node = &mut rendered.node;
+            let kind = node.get("kind").map(Node::scalar_text).unwrap_or_default();
             for (pairs, templates) in &labels {
                 add_labels(node, &["metadata", "labels"], pairs);
-                if *templates {
-                    add_labels(node, &["spec", "template", "metadata", "labels"], pairs);
+                // kustomize's template label paths: only workloads have pod templates.
+                let template: &[&str] = match kind.as_str() {
+                    "Deployment"
+                    | "ReplicaSet"
+                    | "DaemonSet"
+                    | "StatefulSet"
+                    | "Job"
+                    | "ReplicationController" => &["spec", "template", "metadata", "labels"],
+                    "CronJob" => &[
+                        "spec",
+                        "jobTemplate",
+                        "spec",
+                        "template",
+                        "metadata",
+                        "labels",
+                    ],
+                    _ => &[],
+                };
+                if *templates && !template.is_empty() {
+                    add_labels(node, template, pairs);
                 }
             }
-            if let Some(namespace) = &namespace {
-                let kind = node.get("kind").map(Node::scalar_text).unwrap_or_default();
-                if !CLUSTER_SCOPED.contains(&kind.as_str()) {
-                    set_namespace(node, namespace);
-                }
+            if let Some((namespace, at)) = &namespace
+                && !CLUSTER_SCOPED.contains(&kind.as_str())
+            {
+                set_namespace(node, namespace);
+                rendered.namespace_from = Some(at.clone());
             }
         }
         stack.pop();
@@ -578,7 +715,7 @@ impl Loader {
         entry: &Node,
         target: &str,
         stack: &mut Vec<String>,
-    ) -> Result<Vec<(usize, Node)>, LoadError> {
+    ) -> Result<Vec<Rendered>, LoadError> {
         if target.contains("://") || target.starts_with("github.com/") {
             tree.report(
                 &rules::UNSUPPORTED,
@@ -645,7 +782,11 @@ impl Loader {
                 );
                 continue;
             }
-            objects.push((manifest, document));
+            objects.push(Rendered {
+                file: manifest,
+                node: document,
+                namespace_from: None,
+            });
         }
         Ok(objects)
     }
@@ -725,6 +866,11 @@ fn ensure_map<'a>(node: &'a mut Node, path: &[&str]) -> Option<&'a mut Node> {
         entries[index].1.value = Value::Map(Vec::new());
     }
     ensure_map(&mut entries[index].1, rest)
+}
+
+/// The API group of an apiVersion ("" for the core group).
+fn group(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
 }
 
 pub fn is_flux_kustomization(node: &Node) -> bool {

@@ -113,7 +113,7 @@ pub fn parse(text: &str) -> Result<Parsed, SyntaxError> {
                         (at(&start, Value::Seq(items)), anchor)
                     }
                     Some(Frame::Map(entries, _, start, anchor)) => {
-                        (at(&start, Value::Map(entries)), anchor)
+                        (at(&start, Value::Map(merge_keys(entries))), anchor)
                     }
                     None => continue,
                 };
@@ -154,6 +154,35 @@ pub fn parse(text: &str) -> Result<Parsed, SyntaxError> {
     Ok(parsed)
 }
 
+/// YAML merge keys (`<<: *base`, `<<: [*a, *b]`), which kustomize expands: the mapping's own
+/// keys win, then earlier sources over later ones.
+fn merge_keys(entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
+    if !entries.iter().any(|(k, _)| k.str() == Some("<<")) {
+        return entries;
+    }
+    let (sources, mut merged): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|(k, _)| k.str() == Some("<<"));
+    for (_, source) in sources {
+        let maps: Vec<Node> = match source.value {
+            Value::Map(_) => vec![source],
+            Value::Seq(items) => items,
+            _ => Vec::new(),
+        };
+        for map in maps {
+            for (key, value) in map.entries() {
+                if !merged
+                    .iter()
+                    .any(|(k, _)| k.scalar_text() == key.scalar_text())
+                {
+                    merged.push((key.clone(), value.clone()));
+                }
+            }
+        }
+    }
+    merged
+}
+
 fn remember(anchors: &mut HashMap<usize, (Node, usize)>, anchor: usize, node: &Node) {
     if anchor != 0 {
         anchors.insert(anchor, (node.clone(), node.size()));
@@ -184,25 +213,45 @@ fn resolve(text: &str, verbatim: bool) -> Value {
         ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
         _ => {}
     }
+    if let Some(n) = integer(text) {
+        return Value::Int(n);
+    }
     let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
-    if let Some(hex) = text.strip_prefix("0x") {
-        if let Ok(n) = i64::from_str_radix(hex, 16) {
-            return Value::Int(n);
-        }
-    } else if let Some(octal) = text.strip_prefix("0o") {
-        if let Ok(n) = i64::from_str_radix(octal, 8) {
-            return Value::Int(n);
-        }
-    } else if !unsigned.is_empty() && unsigned.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(n) = text.parse::<i64>() {
-            return Value::Int(n);
-        }
-    } else if looks_like_float(unsigned)
+    if looks_like_float(unsigned)
         && let Ok(f) = text.parse::<f64>()
     {
         return Value::Float(f);
     }
     Value::Str(text.to_owned())
+}
+
+/// An integer as kustomize's YAML library reads one (what Flux applies): underscores dropped,
+/// `0x`, `0o`, `0b` prefixes, and a leading zero meaning octal (`0755` is 493).
+fn integer(text: &str) -> Option<i64> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    if digits.is_empty() || digits.starts_with('_') {
+        return None;
+    }
+    let digits = digits.replace('_', "");
+    let (radix, body) = if let Some(hex) = digits.strip_prefix("0x") {
+        (16, hex.to_owned())
+    } else if let Some(octal) = digits.strip_prefix("0o") {
+        (8, octal.to_owned())
+    } else if let Some(binary) = digits.strip_prefix("0b") {
+        (2, binary.to_owned())
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        (8, digits[1..].to_owned())
+    } else {
+        (10, digits)
+    };
+    if body.is_empty() || !body.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let n = i64::from_str_radix(&body, radix).ok()?;
+    Some(if negative { -n } else { n })
 }
 
 fn looks_like_float(text: &str) -> bool {
@@ -371,6 +420,17 @@ mod tests {
     }
 
     #[test]
+    fn merge_keys_expand() {
+        let text = "base: &b {x: 1, y: 2}\nother: &o {z: 3}\nuse:\n  <<: [*b, *o]\n  y: 5\n";
+        let parsed = parse(text).unwrap();
+        let used = parsed.documents[0].get("use").unwrap();
+        assert_eq!(used.get("x").unwrap().value, Value::Int(1));
+        assert_eq!(used.get("y").unwrap().value, Value::Int(5));
+        assert_eq!(used.get("z").unwrap().value, Value::Int(3));
+        assert!(used.get("<<").is_none());
+    }
+
+    #[test]
     fn anchors_and_syntax_errors() {
         let parsed = parse("base: &b {x: 1}\ncopy: *b\n").unwrap();
         assert_eq!(
@@ -406,7 +466,10 @@ mod tests {
         for text in ["1.2.3", "0x", "v1", "1e", "-", "10m", "0755x"] {
             assert!(matches!(resolve(text, false), Value::Str(_)), "{text}");
         }
-        assert_eq!(resolve("0755", false), Value::Int(755));
+        assert_eq!(resolve("0755", false), Value::Int(493));
+        assert_eq!(resolve("1_000", false), Value::Int(1000));
+        assert_eq!(resolve("0x1F", false), Value::Int(31));
+        assert_eq!(resolve("0789", false), Value::Float(789.0));
         assert_eq!(resolve("-3", false), Value::Int(-3));
         assert_eq!(resolve("1e3", false), Value::Float(1000.0));
     }
