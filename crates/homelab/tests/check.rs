@@ -361,12 +361,14 @@ fn reference_rules() {
         "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: libsql\n",
         "",
     );
-    let all = assert_finding(
-        root,
-        "refs/namespace",
-        &format!("{APPS}/libsql/deployment.yaml"),
-        0,
-    );
+    let kustomization = format!("{APPS}/libsql/kustomization.yaml");
+    let text = std::fs::read_to_string(root.join(&kustomization)).expect("read");
+    let line = text
+        .lines()
+        .position(|l| l == "namespace: libsql")
+        .expect("namespace")
+        + 1;
+    let all = assert_finding(root, "refs/namespace", &kustomization, line);
     assert!(
         all.contains("namespace libsql is declared by no Namespace"),
         "{all}"
@@ -882,10 +884,302 @@ fn every_rule_is_documented_and_tested() {
             "docs/check.md lacks {}",
             rule.id
         );
+        // Asserted by a call, not merely mentioned.
+        let call = regex::Regex::new(&format!(
+            r#"assert_(finding|only)\(\s*root,\s*(&\[)?"{}""#,
+            regex::escape(rule.id)
+        ))
+        .expect("pattern");
+        assert!(call.is_match(tests), "no test asserts {}", rule.id);
+    }
+}
+
+/// Fails unless the check reports exactly these rules (each at least once) and nothing else:
+/// a break must not drag false findings along.
+#[track_caller]
+fn assert_only(root: &Path, rules: &[&str]) -> String {
+    let (_, report) = check(root);
+    let findings = report["findings"].as_array().cloned().unwrap_or_default();
+    let all: Vec<String> = findings
+        .iter()
+        .map(|f| format!("{}:{} {} {}", f["file"], f["line"], f["rule"], f["message"]))
+        .collect();
+    for finding in &findings {
         assert!(
-            tests.contains(&format!("\"{}\"", rule.id)),
-            "no test asserts {}",
-            rule.id
+            rules.iter().any(|r| finding["rule"] == *r),
+            "unexpected finding {finding}\nall:\n{}",
+            all.join("\n")
         );
+    }
+    for rule in rules {
+        assert!(
+            findings.iter().any(|f| f["rule"] == *rule),
+            "no {rule}; got:\n{}",
+            all.join("\n")
+        );
+    }
+    all.join("\n")
+}
+
+#[test]
+fn review_found_mistakes_are_caught_without_false_findings() {
+    // The same Service twice in one build: kustomize refuses, Flux applies nothing.
+    let copy = copy_repo();
+    let root = copy.path();
+    let file = format!("{APPS}/libsql/service.yaml");
+    let text = std::fs::read_to_string(root.join(&file)).expect("read");
+    let second = text.lines().count() + 2;
+    std::fs::write(
+        root.join(&file),
+        format!("{text}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: libsql\nspec:\n  selector:\n    app.kubernetes.io/name: libsql\n  ports:\n    - name: http\n      port: 8080\n      targetPort: http\n"),
+    )
+    .expect("write");
+    assert_finding(root, "structure/duplicate-object", &file, second);
+    assert_only(root, &["structure/duplicate-object"]);
+
+    // A volume whose claimRef names another claim never binds the claim that names it.
+    let copy = copy_repo();
+    let root = copy.path();
+    let volumes = format!("{CLUSTER}/manifests/cluster/persistent-volumes.yaml");
+    edit(
+        root,
+        &volumes,
+        "    name: libsql-data\n  hostPath",
+        "    name: libsql-old\n  hostPath",
+    );
+    let claim = format!("{APPS}/libsql/persistentvolumeclaim.yaml");
+    let text = std::fs::read_to_string(root.join(&claim)).expect("read");
+    let line = text
+        .lines()
+        .position(|l| l.contains("volumeName:"))
+        .expect("volumeName")
+        + 1;
+    assert_finding(root, "refs/claim", &claim, line);
+    assert_only(root, &["refs/claim"]);
+
+    // A namespace typo in a kustomization: reported once, where it was written.
+    let copy = copy_repo();
+    let root = copy.path();
+    let kustomization = format!("{APPS}/libsql/kustomization.yaml");
+    let line = edit(
+        root,
+        &kustomization,
+        "namespace: libsql",
+        "namespace: libsq",
+    );
+    assert_finding(root, "refs/namespace", &kustomization, line);
+
+    // dependsOn in a cycle, and infrastructure waiting for something that does not exist.
+    let copy = copy_repo();
+    let root = copy.path();
+    let apps = format!("{CLUSTER}/apps.yaml");
+    edit(
+        root,
+        &apps,
+        "    - name: infrastructure\n  decryption",
+        "    - name: infrastructure\n    - name: immich\n  decryption",
+    );
+    let text = std::fs::read_to_string(root.join(&apps)).expect("read");
+    let immich = text.find("name: immich\n  namespace").expect("immich");
+    let (head, tail) = text.split_at(immich);
+    std::fs::write(
+        root.join(&apps),
+        format!(
+            "{head}{}",
+            tail.replacen(
+                "    - name: infrastructure\n",
+                "    - name: infrastructure\n    - name: libsql\n",
+                1
+            )
+        ),
+    )
+    .expect("write");
+    let all = assert_only(root, &["flux/depends-on"]);
+    assert!(
+        all.contains("libsql depends on itself") && all.contains("immich depends on itself"),
+        "{all}"
+    );
+    let copy = copy_repo();
+    let root = copy.path();
+    let infrastructure = format!("{CLUSTER}/infrastructure.yaml");
+    let line = edit(
+        root,
+        &infrastructure,
+        "  sourceRef:",
+        "  dependsOn:\n    - name: storage\n  sourceRef:",
+    ) + 1;
+    assert_finding(root, "flux/depends-on", &infrastructure, line);
+
+    // A SOPS file applied by the root path, which does not decrypt.
+    let copy = copy_repo();
+    let root = copy.path();
+    std::fs::copy(
+        root.join(APPS).join("libsql/secret.sops.yaml"),
+        root.join(CLUSTER).join("extra.sops.yaml"),
+    )
+    .expect("copy");
+    edit(
+        root,
+        &format!("{CLUSTER}/kustomization.yaml"),
+        "  - apps.yaml\n",
+        "  - apps.yaml\n  - extra.sops.yaml\n",
+    );
+    assert_finding(
+        root,
+        "flux/decryption",
+        &format!("{CLUSTER}/flux-system-sync.yaml"),
+        0,
+    );
+
+    // Another repository's Kustomization is not followed into this one.
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        &apps,
+        "    kind: GitRepository\n    name: flux-system\n",
+        "    kind: GitRepository\n    name: monitoring-charts\n",
+    );
+    let all = assert_finding(root, "structure/unsupported", &apps, line);
+    assert!(!all.contains("flux/path-missing"), "{all}");
+
+    // externalIPs bypass the firewall; a hostPath that climbs out of /srv is not under /srv.
+    let copy = copy_repo();
+    let root = copy.path();
+    let service = format!("{APPS}/vaultwarden/service.yaml");
+    let line = edit(
+        root,
+        &service,
+        "spec:\n",
+        "spec:\n  externalIPs:\n    - 192.168.1.10\n",
+    ) + 2;
+    assert_finding(root, "exposure/service-type", &service, line);
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        &volumes,
+        "path: /srv/libsql",
+        "path: /srv/libsql/../../etc",
+    );
+    assert_finding(root, "storage/host-path", &volumes, line);
+
+    // A typo in a custom resource's metadata (the silence annotation would be lost).
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        &infrastructure,
+        "  name: infrastructure\n",
+        "  name: infrastructure\n  anotations:\n    x: y\n",
+    ) + 1;
+    assert_finding(root, "schema/invalid", &infrastructure, line);
+    assert_only(root, &["schema/invalid"]);
+}
+
+#[test]
+fn valid_variations_give_no_findings() {
+    // Two rules for one host in one Ingress; a volume without storageClassName (the "" class);
+    // a probe shared through a YAML merge key; labels on templates through the kustomization.
+    let copy = copy_repo();
+    let root = copy.path();
+    edit(
+        root,
+        &format!("{APPS}/vaultwarden/ingress.yaml"),
+        "  rules:\n",
+        "  rules:\n    - host: vault.aza.network\n      http:\n        paths:\n          - path: /admin\n            pathType: Prefix\n            backend:\n              service:\n                name: vaultwarden\n                port:\n                  name: http\n",
+    );
+    edit(
+        root,
+        &format!("{CLUSTER}/manifests/cluster/persistent-volumes.yaml"),
+        "  storageClassName: \"\"\n  claimRef:\n    namespace: immich",
+        "  claimRef:\n    namespace: immich",
+    );
+    let deployment = format!("{APPS}/vaultwarden/deployment.yaml");
+    edit(
+        root,
+        &deployment,
+        "          readinessProbe:\n",
+        "          readinessProbe: &probe\n",
+    );
+    edit(
+        root,
+        &deployment,
+        "          livenessProbe:\n            httpGet:\n              path: /alive\n              port: http\n            initialDelaySeconds",
+        "          livenessProbe:\n            <<: *probe\n            initialDelaySeconds",
+    );
+    edit(
+        root,
+        &format!("{APPS}/libsql/kustomization.yaml"),
+        "resources:",
+        "labels:\n  - pairs:\n      app.kubernetes.io/part-of: libsql\n    includeTemplates: true\nresources:",
+    );
+    let (out, report) = check(root);
+    assert_eq!(report["findings"], serde_json::json!([]), "{report}");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// The kustomize features the check imitates, beyond what the real tree uses, against
+/// `kubectl kustomize`: labels on templates (CronJob's too), a nested namespace overridden by
+/// the outer one, merge keys, kustomize's integer forms.
+#[test]
+fn kustomize_features_render_exactly_as_kubectl_kustomize() {
+    if !require(&["kubectl"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let root = dir.path();
+    write(
+        root,
+        "homelab.toml",
+        "hostname = \"t\"\ndomain = \"example.org\"\n",
+    );
+    write(
+        root,
+        "flux/clusters/t/kustomization.yaml",
+        "resources:\n  - apps\n",
+    );
+    write(
+        root,
+        "flux/clusters/t/apps/kustomization.yaml",
+        "namespace: outer\nlabels:\n  - pairs:\n      team: home\n    includeTemplates: true\nresources:\n  - workloads.yaml\n  - inner\n",
+    );
+    write(
+        root,
+        "flux/clusters/t/apps/workloads.yaml",
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: nightly\nspec:\n  schedule: \"0 3 * * *\"\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers:\n            - name: job\n              image: busybox:1.37\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: web\n          image: nginx:1.29\n          readinessProbe: &probe\n            tcpSocket: {port: 80}\n          livenessProbe:\n            <<: *probe\n            periodSeconds: 1_0\n          volumeMounts:\n            - {name: config, mountPath: /c}\n      volumes:\n        - name: config\n          configMap: {name: web, defaultMode: 0644}\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: outer\n",
+    );
+    write(
+        root,
+        "flux/clusters/t/apps/inner/kustomization.yaml",
+        "namespace: inner\nresources:\n  - configmap.yaml\n",
+    );
+    write(
+        root,
+        "flux/clusters/t/apps/inner/configmap.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n  namespace: elsewhere\ndata:\n  mode: \"0644\"\n",
+    );
+    let rendered = homelab::check::render(root).expect("renders");
+    let (path, ours) = &rendered[0];
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(root.join(path))
+        .output()
+        .expect("kubectl runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let theirs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&stdout(&out)).expect("kustomize output parses");
+    let key = |o: &serde_json::Value| format!("{}/{}", o["kind"], o["metadata"]["name"]);
+    let mut ours = ours.clone();
+    let mut theirs = theirs;
+    ours.sort_by_key(key);
+    theirs.sort_by_key(key);
+    assert_eq!(
+        ours.len(),
+        theirs.len(),
+        "ours: {ours:#?}\ntheirs: {theirs:#?}"
+    );
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert_eq!(a, b, "{}", key(a));
     }
 }

@@ -126,6 +126,19 @@ fn damaged(original: String) -> impl Strategy<Value = String> {
     })
 }
 
+/// Puts the original file back even when the check panics, so that shrinking and later cases
+/// run on a tree with one damaged file, not two.
+struct Restore {
+    path: PathBuf,
+    original: String,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.path, &self.original);
+    }
+}
+
 thread_local! {
     /// One copy per test thread; each case writes its file and puts the original back.
     static COPY: tempfile::TempDir = copy_repo();
@@ -134,11 +147,13 @@ thread_local! {
 fn run_case(target: &str, text: &str) {
     COPY.with(|copy| {
         let root = copy.path();
-        let original = std::fs::read_to_string(repo().join(target)).expect("original");
+        let _restore = Restore {
+            path: root.join(target),
+            original: std::fs::read_to_string(repo().join(target)).expect("original"),
+        };
         std::fs::write(root.join(target), text).expect("write case");
         // Findings or a clean error; a panic fails the property.
         let _ = homelab::check::check(root);
-        std::fs::write(root.join(target), original).expect("restore");
     });
 }
 

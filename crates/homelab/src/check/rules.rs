@@ -832,7 +832,12 @@ impl<'a> Checker<'a> {
                 }
             }
             for node in paths {
-                let path = node.scalar_text();
+                let written = node.scalar_text();
+                // `/srv/app/../../etc` is /etc: judge the path the kubelet mounts.
+                let path = match tree::normalize(&written) {
+                    Some(p) if written.starts_with('/') => format!("/{p}"),
+                    _ => written.clone(),
+                };
                 if !under(&path, "/srv") || path == "/srv" {
                     self.at(
                         &rules::HOST_PATH,
@@ -873,10 +878,10 @@ impl<'a> Checker<'a> {
                 .unwrap_or_default()
             {
                 if let Some(host) = rule.get("host") {
-                    hosts
-                        .entry(host.scalar_text())
-                        .or_default()
-                        .push((ingress, host));
+                    let seen = hosts.entry(host.scalar_text()).or_default();
+                    if !seen.iter().any(|(o, _)| std::ptr::eq(*o, ingress)) {
+                        seen.push((ingress, host));
+                    }
                 }
             }
         }
@@ -892,7 +897,7 @@ impl<'a> Checker<'a> {
                         self.facts_at(
                             &rules::ROUTE_INGRESS,
                             offset,
-                            format!("http route {host} is served by {count} Ingress rules; exactly one expected"),
+                            format!("http route {host} is served by {count} Ingresses; exactly one expected"),
                         );
                     }
                 }
@@ -944,6 +949,22 @@ impl<'a> Checker<'a> {
             }
         }
         for object in tree.objects.iter().filter(|o| !whole_encrypted(&o.node)) {
+            for field in ["externalIPs", "loadBalancerIP"] {
+                if kind(&object.node) == "Service"
+                    && let Some(value) = object.node.path(&["spec", field])
+                {
+                    self.at(
+                        &rules::SERVICE_TYPE,
+                        object,
+                        value,
+                        format!(
+                            "Service {}/{} sets {field}: kube-proxy forwards that traffic before the host firewall sees it",
+                            namespace(&object.node),
+                            name(&object.node)
+                        ),
+                    );
+                }
+            }
             if kind(&object.node) == "Service"
                 && let Some(kind_) = object.node.path(&["spec", "type"])
                 && matches!(kind_.scalar_text().as_str(), "NodePort" | "LoadBalancer")

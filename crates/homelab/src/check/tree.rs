@@ -682,14 +682,20 @@ impl Loader {
                     | "StatefulSet"
                     | "Job"
                     | "ReplicationController" => &["spec", "template", "metadata", "labels"],
-                    "CronJob" => &[
-                        "spec",
-                        "jobTemplate",
-                        "spec",
-                        "template",
-                        "metadata",
-                        "labels",
-                    ],
+                    "CronJob" => {
+                        // kustomize labels the Job template and its pod template.
+                        if *templates {
+                            add_labels(node, &["spec", "jobTemplate", "metadata", "labels"], pairs);
+                        }
+                        &[
+                            "spec",
+                            "jobTemplate",
+                            "spec",
+                            "template",
+                            "metadata",
+                            "labels",
+                        ]
+                    }
                     _ => &[],
                 };
                 if *templates && !template.is_empty() {
