@@ -28,7 +28,14 @@ use common::kube::{self, Artifact, FileServer, Kube, age_key, base64, ready};
 use common::{Guard, report, require, stderr};
 
 const CLUSTER: &str = "flux/clusters/azalab-0";
-const APPS: &[&str] = &["libsql", "immich", "kopia", "vaultwarden", "tuwunel", "zeroclaw"];
+const APPS: &[&str] = &[
+    "libsql",
+    "immich",
+    "kopia",
+    "vaultwarden",
+    "tuwunel",
+    "zeroclaw",
+];
 /// Bounds only against a hang; the whole tree reconciles in seconds.
 const RECONCILE: Duration = Duration::from_secs(120);
 
@@ -192,9 +199,10 @@ fn bootstrap_against_a_real_api_server_installs_flux_makes_sops_age_applies_the_
     );
     assert!(
         calls.lines().any(|c| c.starts_with("flux install"))
-            && calls
-                .lines()
-                .any(|c| c.starts_with("kubectl") && c.ends_with("apply --server-side --force-conflicts --field-manager=homelab -f -")),
+            && calls.lines().any(|c| c.starts_with("kubectl")
+                && c.ends_with(
+                    "apply --server-side --force-conflicts --field-manager=homelab -f -"
+                )),
         "expected flux install and an apply from stdin:\n{calls}"
     );
 
@@ -208,10 +216,7 @@ fn bootstrap_against_a_real_api_server_installs_flux_makes_sops_age_applies_the_
         .filter(|k| after.get(*k) != before.get(*k))
         .chain(after.keys().filter(|k| !before.contains_key(*k)))
         .collect();
-    assert!(
-        changed.is_empty(),
-        "a second bootstrap changed {changed:?}"
-    );
+    assert!(changed.is_empty(), "a second bootstrap changed {changed:?}");
 
     let missing = homelab_bootstrap(&kube, &kube.dir.path().join("missing.txt"), &recorder);
     assert_eq!(missing.status.code(), Some(1));
@@ -354,7 +359,11 @@ fn replace_secret(file: &Path, recipient: &str, work: &Path) {
             .keys()
             .map(|k| {
                 let v = dummy_value(name, k);
-                let v = if section == "data" { base64(v.as_bytes()) } else { v };
+                let v = if section == "data" {
+                    base64(v.as_bytes())
+                } else {
+                    v
+                };
                 (k.clone(), serde_json::Value::String(v))
             })
             .collect();
@@ -457,11 +466,16 @@ fn flux_applies_the_cluster_tree_in_dependency_order_decrypts_every_secret_and_a
     // Revision 1 holds infrastructure back: the apps must wait for it.
     r.edit("infrastructure.yaml", "spec:\n", "spec:\n  suspend: true\n");
     let first = r.publish();
-    r.kube.wait_for("the apps to be blocked on infrastructure", RECONCILE, |kube| {
-        APPS.iter().all(|app| {
-            ready(&kube.kustomization(app)).is_some_and(|(_, reason, _)| reason == "DependencyNotReady")
-        })
-    });
+    r.kube.wait_for(
+        "the apps to be blocked on infrastructure",
+        RECONCILE,
+        |kube| {
+            APPS.iter().all(|app| {
+                ready(&kube.kustomization(app))
+                    .is_some_and(|(_, reason, _)| reason == "DependencyNotReady")
+            })
+        },
+    );
     assert!(r.applied("flux-system", &first.revision));
     for app in APPS {
         let (status, _, message) = ready(&r.kube.kustomization(app)).expect("condition");
@@ -476,7 +490,10 @@ fn flux_applies_the_cluster_tree_in_dependency_order_decrypts_every_secret_and_a
         );
     }
     assert!(
-        !r.kube.kubectl(&["get", "namespace", "libsql"]).status.success(),
+        !r.kube
+            .kubectl(&["get", "namespace", "libsql"])
+            .status
+            .success(),
         "infrastructure's namespaces exist although it is suspended"
     );
 
@@ -488,9 +505,10 @@ fn flux_applies_the_cluster_tree_in_dependency_order_decrypts_every_secret_and_a
         .chain(APPS)
         .copied()
         .collect();
-    r.kube.wait_for("every Kustomization to apply revision 2", RECONCILE, |_| {
-        all.iter().all(|k| r.applied(k, &second.revision))
-    });
+    r.kube
+        .wait_for("every Kustomization to apply revision 2", RECONCILE, |_| {
+            all.iter().all(|k| r.applied(k, &second.revision))
+        });
     eprintln!("tree applied: {:?}", started.elapsed());
 
     // dependsOn: no app applied before infrastructure was ready.
@@ -565,4 +583,210 @@ fn condition_time(kustomization: &serde_json::Value) -> String {
         .and_then(|c| c["lastTransitionTime"].as_str())
         .unwrap_or_default()
         .to_owned()
+}
+
+/// The app's rendered objects (`kubectl kustomize` of its folder in the rehearsal's copy).
+fn rendered(r: &Rehearsal, path: &str) -> Vec<serde_json::Value> {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(r.file(path))
+        .output()
+        .expect("kubectl kustomize");
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout)).expect("YAML")
+}
+
+fn find(objects: &[serde_json::Value], kind: &str, name: &str) -> serde_json::Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+        .clone()
+}
+
+/// Server-side applies `object` over what Flux applied; the server must refuse it with `expect`.
+fn refused(r: &Rehearsal, control: &str, object: &serde_json::Value, expect: &str) {
+    let out = r.kube.kubectl_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=rehearsal-control",
+            "-f",
+            "-",
+        ],
+        &object.to_string(),
+    );
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains(expect),
+        "negative control '{control}': the API server should refuse with {expect:?}, said ({}): {err}",
+        out.status
+    );
+}
+
+#[test]
+fn negative_controls_the_api_server_and_flux_refuse_each_fault_with_its_own_error() {
+    if !tools_present() {
+        return;
+    }
+    let mut r = Rehearsal::start();
+    let first = r.publish();
+    let all: Vec<&str> = ["flux-system", "infrastructure"]
+        .iter()
+        .chain(APPS)
+        .copied()
+        .collect();
+    r.kube.wait_for("the tree to apply", RECONCILE, |_| {
+        all.iter().all(|k| r.applied(k, &first.revision))
+    });
+
+    // Faults the schemas cannot see, refused by the API server.
+    let libsql = rendered(&r, "manifests/apps/libsql");
+    let deployment = find(&libsql, "Deployment", "libsql");
+
+    let mut selector = deployment.clone();
+    selector["metadata"]["name"] = "libsql-selector-control".into();
+    selector["spec"]["selector"]["matchLabels"] =
+        serde_json::json!({"app.kubernetes.io/name": "not-libsql"});
+    refused(
+        &r,
+        "Deployment selector does not match the template's labels",
+        &selector,
+        "`selector` does not match template `labels`",
+    );
+
+    let mut port = deployment.clone();
+    port["metadata"]["name"] = "libsql-port-control".into();
+    port["spec"]["template"]["spec"]["containers"][0]["ports"][0]["name"] =
+        "libsql-http-port".into();
+    refused(
+        &r,
+        "container port name longer than 15 characters",
+        &port,
+        "must be no more than 15 characters",
+    );
+
+    let mut ingress = find(&libsql, "Ingress", "libsql");
+    ingress["spec"]["rules"][0]["host"] = "https://db.aza.network".into();
+    refused(
+        &r,
+        "Ingress host that is not a DNS name",
+        &ingress,
+        "spec.rules[0].host: Invalid value: \"https://db.aza.network\": a lowercase RFC 1123 subdomain",
+    );
+
+    let apps: Vec<serde_json::Value> = serde_saphyr::from_multiple(
+        &std::fs::read_to_string(r.file("apps.yaml")).expect("apps.yaml"),
+    )
+    .expect("YAML");
+    let mut interval = find(&apps, "Kustomization", "libsql");
+    interval["spec"]["interval"] = "10 minutes".into();
+    refused(
+        &r,
+        "Flux interval that is not a Go duration",
+        &interval,
+        "spec.interval: Invalid value: \"10 minutes\": spec.interval in body should match",
+    );
+
+    let volumes = rendered(&r, "manifests/cluster");
+    let mut volume = find(&volumes, "PersistentVolume", "libsql-data");
+    volume["spec"]["hostPath"]["path"] = "/srv/libsql-moved".into();
+    refused(
+        &r,
+        "changed hostPath of an existing PersistentVolume",
+        &volume,
+        "spec.persistentvolumesource: Forbidden: spec.persistentvolumesource is immutable after creation",
+    );
+
+    // Faults Flux finds, each in its own app so that each reports its own error, while the
+    // other apps carry on.
+    bind_claim_stand_in(&r.kube, "libsql", "libsql-data", "20Gi");
+    r.edit(
+        "manifests/apps/libsql/persistentvolumeclaim.yaml",
+        "storage: 20Gi",
+        "storage: 10Gi",
+    );
+    let (_, stranger) = age_key(r.kube.dir.path(), "stranger-key.txt");
+    replace_secret(
+        &r.file("manifests/apps/kopia/secret.sops.yaml"),
+        &stranger,
+        r.kube.dir.path(),
+    );
+    r.edit(
+        "apps.yaml",
+        "path: ./flux/clusters/azalab-0/manifests/apps/vaultwarden",
+        "path: ./flux/clusters/azalab-0/manifests/apps/vaultwarden-missing",
+    );
+    r.edit(
+        "apps.yaml",
+        "path: ./flux/clusters/azalab-0/manifests/apps/tuwunel\n  prune: true\n  wait: false\n  timeout: 10m\n  dependsOn:\n    - name: infrastructure",
+        "path: ./flux/clusters/azalab-0/manifests/apps/tuwunel\n  prune: true\n  wait: false\n  timeout: 10m\n  dependsOn:\n    - name: nothing-by-this-name",
+    );
+    let faulty = r.publish();
+    let controls = [
+        (
+            "shrunk PersistentVolumeClaim request",
+            "libsql",
+            "spec.resources.requests.storage: Forbidden: field can not be less than status.capacity",
+        ),
+        (
+            "Secret encrypted to a key Flux does not have",
+            "kopia",
+            "decryption failed",
+        ),
+        (
+            "app path missing from the tree",
+            "vaultwarden",
+            "kustomization path not found",
+        ),
+        (
+            "dependsOn naming no Kustomization",
+            "tuwunel",
+            "nothing-by-this-name",
+        ),
+    ];
+    r.kube
+        .wait_for("each faulty app to report its fault", RECONCILE, |_| {
+            controls
+                .iter()
+                .all(|(_, app, _)| r.attempted_and_failed(app, &faulty.revision).is_some())
+                && ["immich", "zeroclaw"]
+                    .iter()
+                    .all(|app| r.applied(app, &faulty.revision))
+        });
+    for (control, app, expect) in controls {
+        let (reason, message) = r
+            .attempted_and_failed(app, &faulty.revision)
+            .expect("failed");
+        eprintln!("{app}: {reason}: {message}");
+        assert!(
+            message.contains(expect),
+            "negative control '{control}': Flux should report {expect:?} for {app}, said {reason}: {message}"
+        );
+    }
+    let (reason, _) = r
+        .attempted_and_failed("tuwunel", &faulty.revision)
+        .expect("failed");
+    assert_eq!(reason, "DependencyNotReady", "dependsOn naming nothing");
+}
+
+/// What kube-controller-manager's volume binder writes once a claim is bound to its volume.
+fn bind_claim_stand_in(kube: &Kube, namespace: &str, name: &str, capacity: &str) {
+    let patch = serde_json::json!({"status": {
+        "phase": "Bound",
+        "accessModes": ["ReadWriteOnce"],
+        "capacity": {"storage": capacity},
+    }});
+    kube.kubectl_ok(&[
+        "patch",
+        "pvc",
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &patch.to_string(),
+    ]);
 }

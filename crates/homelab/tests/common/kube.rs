@@ -82,16 +82,38 @@ impl Kube {
         // ES256 as well as RS256.
         ssl(
             &[
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
                 "/CN=homelab-rehearsal-ca",
             ],
             "openssl CA",
         );
         ssl(
             &[
-                "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-keyout", "apiserver.key", "-out", "apiserver.csr", "-subj", "/CN=kube-apiserver",
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "apiserver.key",
+                "-out",
+                "apiserver.csr",
+                "-subj",
+                "/CN=kube-apiserver",
             ],
             "openssl server request",
         );
@@ -102,14 +124,32 @@ impl Kube {
         .expect("san");
         ssl(
             &[
-                "x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", "apiserver.crt", "-days", "2", "-extfile", "san.cnf",
+                "x509",
+                "-req",
+                "-in",
+                "apiserver.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "apiserver.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "san.cnf",
             ],
             "openssl server certificate",
         );
         ssl(
             &[
-                "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-out",
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-out",
                 "sa.key",
             ],
             "openssl service-account key",
@@ -135,8 +175,12 @@ impl Kube {
             .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
             .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
             .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
-            .arg(format!("--initial-cluster=rehearsal=http://127.0.0.1:{peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+            ))
+            .arg(format!(
+                "--initial-cluster=rehearsal=http://127.0.0.1:{peer}"
+            ))
             // A throwaway cluster: durability costs time and buys nothing.
             .arg("--unsafe-no-fsync")
             .arg("--log-level=warn")
@@ -154,28 +198,42 @@ impl Kube {
             .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
             .arg(format!("--secure-port={port}"))
             .arg(format!("--cert-dir={}", d.join("certs").display()))
-            .arg(format!("--tls-cert-file={}", d.join("apiserver.crt").display()))
+            .arg(format!(
+                "--tls-cert-file={}",
+                d.join("apiserver.crt").display()
+            ))
             .arg(format!(
                 "--tls-private-key-file={}",
                 d.join("apiserver.key").display()
             ))
-            .arg(format!("--token-auth-file={}", d.join("tokens.csv").display()))
+            .arg(format!(
+                "--token-auth-file={}",
+                d.join("tokens.csv").display()
+            ))
             .arg("--authorization-mode=Node,RBAC")
             .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
-            .arg(format!("--service-account-key-file={}", d.join("sa.pub").display()))
+            .arg(format!(
+                "--service-account-key-file={}",
+                d.join("sa.pub").display()
+            ))
             .arg(format!(
                 "--service-account-signing-key-file={}",
                 d.join("sa.key").display()
             ))
             // k3s' default service range.
             .arg("--service-cluster-ip-range=10.43.0.0/16")
+            // The `kubernetes` Service's endpoint would be 127.0.0.1, which Endpoints refuse.
+            .arg("--endpoint-reconciler-type=none")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("kube-apiserver starts");
         let kubeconfig = d.join("admin.kubeconfig");
-        std::fs::write(&kubeconfig, kubeconfig_text(port, &d.join("ca.crt"), &token))
-            .expect("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            kubeconfig_text(port, &d.join("ca.crt"), &token),
+        )
+        .expect("kubeconfig");
         Self {
             apiserver: Guard(apiserver),
             _etcd: etcd,
@@ -312,17 +370,17 @@ impl Kube {
                     }
                     let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
                     let patch = serde_json::json!({"status": {
-                        "observedGeneration": generation,
-                        "replicas": replicas, "updatedReplicas": replicas,
-                        "readyReplicas": replicas, "availableReplicas": replicas,
-                        "conditions": [
-                            {"type": "Available", "status": "True",
-                             "reason": "MinimumReplicasAvailable",
-                             "message": "written by the rehearsal's stand-in for the kubelet"},
-                            {"type": "Progressing", "status": "True",
-                             "reason": "NewReplicaSetAvailable",
-                             "message": "written by the rehearsal's stand-in for kube-controller-manager"},
-                        ]}});
+                    "observedGeneration": generation,
+                    "replicas": replicas, "updatedReplicas": replicas,
+                    "readyReplicas": replicas, "availableReplicas": replicas,
+                    "conditions": [
+                        {"type": "Available", "status": "True",
+                         "reason": "MinimumReplicasAvailable",
+                         "message": "written by the rehearsal's stand-in for the kubelet"},
+                        {"type": "Progressing", "status": "True",
+                         "reason": "NewReplicaSetAvailable",
+                         "message": "written by the rehearsal's stand-in for kube-controller-manager"},
+                    ]}});
                     let name = d["metadata"]["name"].as_str().unwrap_or_default();
                     let _ = Command::new("kubectl")
                         .arg("--kubeconfig")
@@ -500,9 +558,9 @@ impl Kube {
     /// fetch (through the status subresource, as the controller does).
     pub fn publish(&self, namespace: &str, name: &str, artifact: &Artifact) {
         let now = now_rfc3339();
-        let generation = self.get_json(&["gitrepository", name, "-n", namespace])["metadata"]
-            ["generation"]
-            .clone();
+        let generation =
+            self.get_json(&["gitrepository", name, "-n", namespace])["metadata"]["generation"]
+                .clone();
         let patch = serde_json::json!({"status": {
             "observedGeneration": generation,
             "artifact": {
