@@ -417,20 +417,34 @@ impl Kube {
         let kubeconfig = self.service_account_kubeconfig("flux-system", "kustomize-controller");
         let log = std::fs::File::create(self.dir.path().join("kustomize-controller.log"))
             .expect("controller log");
-        let child = Command::new("kustomize-controller")
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        let health = free_port();
+        let mut child = Command::new("kustomize-controller")
             .arg(format!("--concurrent={concurrent}"))
             .arg(format!("--metrics-addr=127.0.0.1:{}", free_port()))
-            .arg(format!("--health-addr=127.0.0.1:{}", free_port()))
+            .arg(format!("--health-addr=127.0.0.1:{health}"))
             .arg("--enable-leader-election=false")
             .arg("--watch-all-namespaces=true")
             // Dependencies are re-checked every 30 s by default; the test should not wait that.
             .arg("--requeue-dependency=2s")
+            // controller-runtime takes the kubeconfig from the environment only.
+            .env("KUBECONFIG", &kubeconfig)
             .env("RUNTIME_NAMESPACE", "flux-system")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("kustomize-controller starts");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", health)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.dump_logs();
+                panic!("kustomize-controller exited: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kustomize-controller not serving health checks after 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         Guard(child)
     }
 }
@@ -606,8 +620,24 @@ impl Kube {
         panic!("timed out after {within:?} waiting for {what}");
     }
 
+    /// A Flux Kustomization, or null while it does not exist yet.
     pub fn kustomization(&self, name: &str) -> serde_json::Value {
-        self.get_json(&["kustomization", name, "-n", "flux-system"])
+        let out = self.kubectl(&[
+            "get",
+            "kustomization",
+            name,
+            "-n",
+            "flux-system",
+            "-o",
+            "json",
+        ]);
+        if !out.status.success() && stderr(&out).contains("NotFound") {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            report("kubectl get kustomization", &out);
+            panic!("kustomization {name}: {e}")
+        })
     }
 }
 
