@@ -614,7 +614,13 @@ impl Kube {
         }
         eprintln!(
             "{}",
-            self.kubectl_ok(&["get", "kustomizations", "-A", "-o", "wide"])
+            self.kubectl_ok(&[
+                "get",
+                "kustomizations",
+                "-A",
+                "-o",
+                "custom-columns=NAME:.metadata.name,READY:.status.conditions[?(@.type==\"Ready\")].status,REASON:.status.conditions[?(@.type==\"Ready\")].reason,APPLIED:.status.lastAppliedRevision,ATTEMPTED:.status.lastAttemptedRevision,MESSAGE:.status.conditions[?(@.type==\"Ready\")].message",
+            ])
         );
         self.dump_logs();
         panic!("timed out after {within:?} waiting for {what}");
