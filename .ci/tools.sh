@@ -109,7 +109,7 @@ install_etcd() {
   (
     cd "$src"
     while read -r old new; do
-      [[ $new == ../* ]] && go mod edit -dropreplace="$old"
+      if [[ $new == ../* ]]; then go mod edit -dropreplace="$old"; fi
     done < <(local_replaces)
     GOWORK=off GOFLAGS=-mod=mod go build -o "$tools/bin/etcd" .
   ) || die "building etcd $etcd_version failed"
@@ -126,7 +126,9 @@ install_kube_apiserver() {
     cd "$src"
     # The staging folders are published as k8s.io/<name> v0.<minor>.<patch>.
     while read -r old new; do
-      [[ $new == ./staging/* ]] && go mod edit -replace="$old=$old@v0.${kubernetes_version#v1.}"
+      if [[ $new == ./staging/* ]]; then
+        go mod edit -replace="$old=$old@v0.${kubernetes_version#v1.}"
+      fi
     done < <(local_replaces)
     GOWORK=off GOFLAGS=-mod=mod go build -o "$tools/bin/kube-apiserver" ./cmd/kube-apiserver
   ) || die "building kube-apiserver $kubernetes_version failed"
@@ -153,8 +155,7 @@ install_flux() {
   local src=$tools/src/flux2 out component version module base old new
   module_copy "github.com/fluxcd/flux2/v2@$flux_version" "$src"
   out=$src/cmd/flux/manifests
-  mkdir -p "$out" "$tools/flux-crds"
-  rm -f "$tools/flux-crds/"*.yaml
+  mkdir -p "$out"
   for component in source-controller kustomize-controller helm-controller notification-controller; do
     version=$(flux_component_version "$src" "$component")
     [[ -n $version ]] || die "no $component version in flux2 $flux_version's manifests"
@@ -165,7 +166,6 @@ install_flux() {
     kubectl kustomize "$module/config/manager" >"$base/$component.deployment.yaml"
     sed -i "s|https://github.com/fluxcd/$component/releases/download/[^/]*/||" "$base/kustomization.yaml"
     kubectl kustomize "$base" >"$out/$component.yaml"
-    cp "$base/$component.crds.yaml" "$tools/flux-crds/$component.yaml"
     if [[ $component == kustomize-controller ]]; then
       (
         cd "$module"
