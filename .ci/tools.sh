@@ -15,6 +15,7 @@ etcd_version=v3.6.16
 flux_version=v2.9.5
 # flux2 v2.9.5 names notification-controller v1.9.4, which the Go proxy refuses; its manifests
 # (CRDs, Deployment; the controller itself never runs here) come from the nearest it serves.
+# Revisit with every flux_version bump: the one flux2 names may be served by then.
 flux_notification_controller_version=v1.9.3
 
 say() { printf '\n==> %s\n' "$*" >&2; }
