@@ -8,7 +8,8 @@
 //!   GitRepository's `status.artifact` through the status subresource, as source-controller
 //!   does after a fetch. kustomize-controller downloads and verifies it (digest) like any other.
 //! - kubelet and kube-controller-manager: `flux install` waits for its Deployments to roll out;
-//!   a stand-in thread writes their rolled-out status. Nothing else's status is written.
+//!   a stand-in thread writes their rolled-out status. One negative control writes a claim's
+//!   Bound status, as the volume binder would. Nothing else's status is written.
 //! - The apps' `wait: true` is set to `wait: false` in the rehearsal's copy: their health checks
 //!   wait for pods and bound claims, which need nodes. The rehearsal asserts that every
 //!   Kustomization *applied* its revision; infrastructure keeps `wait: true` (namespaces and
@@ -203,6 +204,18 @@ fn bootstrap_against_a_real_api_server_installs_flux_makes_sops_age_applies_the_
     let root = kube.kustomization("flux-system");
     assert_eq!(root["spec"]["path"], "./flux/clusters/azalab-0");
 
+    let before = flux_install_objects(&kube);
+    let again = homelab_bootstrap(&kube, &key_file, &recorder);
+    report("homelab bootstrap, second run", &again);
+    assert_eq!(again.status.code(), Some(0), "second bootstrap failed");
+    let after = flux_install_objects(&kube);
+    let changed: Vec<&String> = before
+        .keys()
+        .filter(|k| after.get(*k) != before.get(*k))
+        .chain(after.keys().filter(|k| !before.contains_key(*k)))
+        .collect();
+    assert!(changed.is_empty(), "a second bootstrap changed {changed:?}");
+
     let secret_part = key
         .lines()
         .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
@@ -220,18 +233,6 @@ fn bootstrap_against_a_real_api_server_installs_flux_makes_sops_age_applies_the_
                 )),
         "expected flux install and an apply from stdin:\n{calls}"
     );
-
-    let before = flux_install_objects(&kube);
-    let again = homelab_bootstrap(&kube, &key_file, &recorder);
-    report("homelab bootstrap, second run", &again);
-    assert_eq!(again.status.code(), Some(0), "second bootstrap failed");
-    let after = flux_install_objects(&kube);
-    let changed: Vec<&String> = before
-        .keys()
-        .filter(|k| after.get(*k) != before.get(*k))
-        .chain(after.keys().filter(|k| !before.contains_key(*k)))
-        .collect();
-    assert!(changed.is_empty(), "a second bootstrap changed {changed:?}");
 
     let missing = homelab_bootstrap(&kube, &kube.dir.path().join("missing.txt"), &recorder);
     assert_eq!(missing.status.code(), Some(1));
