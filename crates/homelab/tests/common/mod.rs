@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod kube;
+
 /// True when every tool is on PATH. Under CI a missing tool fails the test; elsewhere the test
 /// is skipped with a loud message.
 pub fn require(tools: &[&str]) -> bool {
