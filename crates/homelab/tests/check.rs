@@ -4,36 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{require, stderr, stdout};
+use common::{copy_repo, repo, require, stderr, stdout};
 
 const CLUSTER: &str = "flux/clusters/azalab-0";
 const APPS: &str = "flux/clusters/azalab-0/manifests/apps";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repo root")
-}
-
-/// The parts of the repository the check reads, copied into a temp dir.
-fn copy_repo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    for file in ["homelab.toml", ".sops.yaml"] {
-        std::fs::copy(repo().join(file), dir.path().join(file)).expect("copy");
-    }
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(repo().join("flux"))
-        .arg(dir.path())
-        .status()
-        .expect("cp");
-    assert!(status.success());
-    dir
-}
 
 /// Replaces the first `from` in `relative` by `to`; returns the 1-based line where `to` starts.
 fn edit(root: &Path, relative: &str, from: &str, to: &str) -> usize {

@@ -3,10 +3,13 @@
 //! kustomization, .sops.yaml, a SOPS file, homelab.toml). Each case must end in findings or a
 //! clean error. `PROPTEST_CASES=N` runs longer (docs/check.md has how long it ran).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use proptest::prelude::*;
+
+mod common;
+
+use common::{copy_repo, repo};
 
 const TARGETS: [&str; 5] = [
     "flux/clusters/azalab-0/manifests/apps/vaultwarden/deployment.yaml",
@@ -15,28 +18,6 @@ const TARGETS: [&str; 5] = [
     ".sops.yaml",
     "homelab.toml",
 ];
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repo root")
-}
-
-fn copy_repo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    for file in ["homelab.toml", ".sops.yaml"] {
-        std::fs::copy(repo().join(file), dir.path().join(file)).expect("copy");
-    }
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(repo().join("flux"))
-        .arg(dir.path())
-        .status()
-        .expect("cp");
-    assert!(status.success());
-    dir
-}
 
 /// 128 per property in CI; `PROPTEST_CASES=N` for a longer run.
 fn cases() -> u32 {

@@ -16,6 +16,31 @@ pub mod kube;
 
 /// True when every tool is on PATH. Under CI a missing tool fails the test; elsewhere the test
 /// is skipped with a loud message.
+/// The repository these tests belong to.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// The parts of the repository `homelab check` reads (homelab.toml, .sops.yaml, flux/), copied
+/// into a temp dir to be broken there.
+pub fn copy_repo() -> TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for file in ["homelab.toml", ".sops.yaml"] {
+        std::fs::copy(repo().join(file), dir.path().join(file)).expect("copy");
+    }
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("flux"))
+        .arg(dir.path())
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    dir
+}
+
 pub fn require(tools: &[&str]) -> bool {
     let missing: Vec<&str> = tools
         .iter()
