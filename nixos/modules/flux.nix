@@ -1,5 +1,5 @@
 # Flux on the local k3s, pointed at flux/clusters/<hostName> of this repository. Runs at every
-# boot (idempotent): Flux at the version nixpkgs pins, the sops-age Secret made from the host's
+# boot (idempotent): Flux at homelab.toml's flux-version (the release CI rehearses), the sops-age Secret made from the host's
 # age key at run time (never through the store), then the GitRepository and root Kustomization.
 { config, lib, pkgs, ... }:
 
@@ -26,6 +26,7 @@ in
           "--kubeconfig /etc/rancher/k3s/k3s.yaml"
           "--age-key ${config.sops.age.keyFile}"
           "--sync ${cfg.source}/flux/clusters/${cfg.hostName}/flux-system-sync.yaml"
+          "--flux-version ${cfg.facts."flux-version"}"
         ];
         Restart = "on-failure";
         RestartSec = "30s";

@@ -33,6 +33,10 @@ pub struct BootstrapCmd {
     /// The GitRepository and root Kustomization to apply (flux/clusters/<host>/flux-system-sync.yaml).
     #[arg(long, value_name = "FILE")]
     pub sync: PathBuf,
+    /// The Flux release to install (homelab.toml `flux-version`, e.g. v2.9.5). A flux CLI of
+    /// another release downloads that release's manifests from GitHub.
+    #[arg(long, value_name = "VERSION", value_parser = flux_version)]
+    pub flux_version: String,
     /// How long to wait for the Kubernetes API after boot.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub api_timeout: Duration,
@@ -73,6 +77,8 @@ fn bootstrap(cmd: &BootstrapCmd) -> anyhow::Result<()> {
         "install the Flux controllers",
         Command::new("flux")
             .arg("install")
+            .arg("--version")
+            .arg(&cmd.flux_version)
             .arg("--kubeconfig")
             .arg(&cmd.kubeconfig),
         None,
@@ -99,6 +105,22 @@ fn bootstrap(cmd: &BootstrapCmd) -> anyhow::Result<()> {
         None,
         &cancel,
     )
+}
+
+fn flux_version(text: &str) -> Result<String, String> {
+    let digits = text.strip_prefix('v').unwrap_or("");
+    let parts: Vec<&str> = digits.split('.').collect();
+    if parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "expected an exact Flux release like v2.9.5, not {text:?}"
+        ))
+    }
 }
 
 /// Server-side apply: a client-side apply would copy the Secret's key into an annotation.

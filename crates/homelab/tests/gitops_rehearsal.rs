@@ -85,9 +85,22 @@ fn homelab_bootstrap(kube: &Kube, key: &Path, recorder: &Path) -> Output {
         .arg("--sync")
         .arg(repo().join(CLUSTER).join("flux-system-sync.yaml"))
         .args(["--api-timeout", "2m"])
+        .args(["--flux-version", &flux_version()])
         .env("PATH", path)
         .output()
         .expect("homelab runs")
+}
+
+/// The Flux release the host installs (homelab.toml), which is the one built for this test.
+fn flux_version() -> String {
+    let facts: toml::Table = std::fs::read_to_string(repo().join("homelab.toml"))
+        .expect("homelab.toml")
+        .parse()
+        .expect("TOML");
+    facts["flux-version"]
+        .as_str()
+        .expect("flux-version")
+        .to_owned()
 }
 
 /// Kind/namespace/name → the objects `homelab bootstrap` makes, but for their resourceVersion:

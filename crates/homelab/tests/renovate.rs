@@ -158,3 +158,22 @@ fn one_kopia_release_on_the_host_in_the_server_image_and_in_ci() {
         versions.join("\n")
     );
 }
+
+#[test]
+fn one_flux_release_on_the_host_and_in_the_rehearsal() {
+    let facts = std::fs::read_to_string(repo().join("homelab.toml")).expect("homelab.toml");
+    let tools = std::fs::read_to_string(repo().join(".ci/tools.sh")).expect("tools.sh");
+    let host = regex::Regex::new(r#"(?m)^flux-version = "(v[0-9.]+)""#)
+        .expect("pattern")
+        .captures(&facts)
+        .map(|c| c[1].to_owned());
+    let ci = regex::Regex::new(r"(?m)^flux_version=(v[0-9.]+)")
+        .expect("pattern")
+        .captures(&tools)
+        .map(|c| c[1].to_owned());
+    assert!(host.is_some(), "homelab.toml has no flux-version");
+    assert_eq!(
+        host, ci,
+        "homelab.toml flux-version and .ci/tools.sh flux_version differ"
+    );
+}
