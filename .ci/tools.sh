@@ -17,6 +17,14 @@ flux_version=v2.9.5
 # (CRDs, Deployment; the controller itself never runs here) come from the nearest it serves.
 # Revisit with every flux_version bump: the one flux2 names may be served by then.
 flux_notification_controller_version=v1.9.3
+# k3s registers its HelmChart and HelmChartConfig CRDs from k3s-io/helm-controller's pkg/crds
+# (the rehearsal applies them, then the HelmChartConfig nixos/modules/k3s.nix writes). k3s 1.35
+# is on helm-controller v0.17.x (k8s 0.35 libraries; rancher/rke2#10812 moved release-1.35 to
+# v0.17.5); v0.17.7 is the version k3s v1.36.4+k3s1 and k3s main vendor, the nearest to
+# v1.35.x+k3s1 whose go.mod could be read (the proxy refuses every k3s version). The proxy
+# serves v0.17.7 and v0.17.9, whose CRDs are the same but for a controller-gen annotation.
+# Revisit with the host's k3s: `git show v1.35.N+k3s1:go.mod | grep helm-controller`.
+k3s_helm_controller_version=v0.17.7
 
 say() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -187,4 +195,30 @@ install_flux() {
   ) || die "building flux $flux_version failed"
   rm -rf "$src"
   echo "$flux_version" >"$tools/flux.version"
+}
+
+# k3s-crds: prints the CRDs k3s registers from helm-controller (.ci/k3s-crds/main.go, built
+# against $k3s_helm_controller_version), and their YAML in $tools/k3s-crds.yaml.
+install_k3s_crds() {
+  say "k3s CRDs (helm-controller $k3s_helm_controller_version)"
+  version_is k3s-crds "$k3s_helm_controller_version" && [[ -x $tools/bin/k3s-crds && -s $tools/k3s-crds.yaml ]] &&
+    return 0
+  command -v go >/dev/null || die "Go is needed to build k3s-crds"
+  local src=$tools/src/k3s-crds here
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  rm -rf "$src"
+  mkdir -p "$src" "$tools/bin"
+  cp "$here/k3s-crds/main.go" "$src/"
+  (
+    cd "$src"
+    export GOWORK=off GOFLAGS=-mod=mod
+    go mod init homelab.local/k3s-crds &&
+      go get "github.com/k3s-io/helm-controller@$k3s_helm_controller_version" &&
+      go build -o "$tools/bin/k3s-crds" .
+  ) || die "building k3s-crds against helm-controller $k3s_helm_controller_version failed"
+  "$tools/bin/k3s-crds" >"$tools/k3s-crds.yaml" || die "k3s-crds printed no CRDs"
+  grep -q '^  name: helmchartconfigs.helm.cattle.io$' "$tools/k3s-crds.yaml" ||
+    die "k3s-crds: no HelmChartConfig CRD in helm-controller $k3s_helm_controller_version"
+  rm -rf "$src"
+  echo "$k3s_helm_controller_version" >"$tools/k3s-crds.version"
 }

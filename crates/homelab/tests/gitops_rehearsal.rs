@@ -1,7 +1,8 @@
 //! The GitOps rehearsal: the cluster tree applied to a real kube-apiserver (with etcd, RBAC,
 //! service-account tokens) by the real Flux kustomize-controller, after `homelab bootstrap` has
 //! installed Flux there with the real `flux` CLI. All built by .ci/run from Go modules at the
-//! versions pinned in .ci/tools.sh.
+//! versions pinned in .ci/tools.sh. Separately, the CRDs k3s registers (helm-controller's, at
+//! the version pinned there) accept the HelmChartConfig nixos/modules/k3s.nix writes.
 //!
 //! What stands in for what cannot run here (no nodes, no container runtime, no GitHub):
 //! - source-controller: the tree is packed as a tarball, served on loopback, and recorded in the
@@ -824,4 +825,148 @@ fn bind_claim_stand_in(kube: &Kube, namespace: &str, name: &str, capacity: &str)
         "-p",
         &patch.to_string(),
     ]);
+}
+
+/// The HelmChartConfig nixos/modules/k3s.nix puts in k3s' manifests folder, built here the way
+/// the module builds it: homelab.toml's `[tunnel] traefik-cluster-ip`, the values as Nix's
+/// `builtins.toJSON` writes them (keys sorted, no spaces). `k3s_nix_manifest` holds the two equal.
+fn traefik_helm_chart_config() -> serde_json::Value {
+    let facts: toml::Table = std::fs::read_to_string(repo().join("homelab.toml"))
+        .expect("homelab.toml")
+        .parse()
+        .expect("TOML");
+    let ip = facts["tunnel"]["traefik-cluster-ip"]
+        .as_str()
+        .expect("traefik-cluster-ip");
+    serde_json::json!({
+        "apiVersion": "helm.cattle.io/v1",
+        "kind": "HelmChartConfig",
+        "metadata": {"name": "traefik", "namespace": "kube-system"},
+        "spec": {
+            "valuesContent":
+                format!(r#"{{"service":{{"spec":{{"clusterIP":"{ip}"}},"type":"ClusterIP"}}}}"#),
+        },
+    })
+}
+
+/// `services.k3s.manifests.<name>.content` as nixos/modules/k3s.nix sets it, evaluated from the
+/// module itself (nixpkgs cannot be fetched here: `lib` is stubbed with the three functions the
+/// module calls, and `homelab.*` holds the facts and defaults homelab-module.nix gives it).
+fn k3s_nix_manifest(name: &str) -> serde_json::Value {
+    let expression = format!(
+        r#"
+      let
+        facts = builtins.fromTOML (builtins.readFile ./homelab.toml);
+        lib = {{
+          mkOption = option: option;
+          mkIf = condition: content: {{ inherit condition content; }};
+          types.str = "str";
+        }};
+        module = import ./nixos/modules/k3s.nix {{ inherit config lib; }};
+        config.homelab = {{
+          enable = true;
+          inherit facts;
+          k3s.traefikClusterIP = module.options.homelab.k3s.traefikClusterIP.default;
+        }};
+      in
+      assert module.config.condition;
+      module.config.content.services.k3s.manifests.{name}.content"#
+    );
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E", &expression])
+        .current_dir(repo())
+        .output()
+        .expect("nix-instantiate runs");
+    assert!(
+        out.status.success(),
+        "evaluating nixos/modules/k3s.nix failed: {}",
+        stderr(&out)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+#[test]
+fn k3s_crds_accept_the_traefik_helm_chart_config_k3s_nix_writes_and_prune_an_unknown_field() {
+    if !tools_present() || !require(&["k3s-crds", "nix-instantiate"]) {
+        return;
+    }
+    let config = traefik_helm_chart_config();
+    assert_eq!(
+        k3s_nix_manifest("traefik-config"),
+        config,
+        "nixos/modules/k3s.nix no longer writes the HelmChartConfig this test applies"
+    );
+
+    let kube = Kube::start();
+    // What k3s registers at startup (helm-controller's CRDs at the version .ci/tools.sh pins).
+    let crds = Command::new("k3s-crds").output().expect("k3s-crds runs");
+    assert!(crds.status.success(), "k3s-crds: {}", stderr(&crds));
+    let out = kube.apply(&String::from_utf8_lossy(&crds.stdout));
+    if !out.status.success() {
+        report("apply k3s' CRDs", &out);
+        panic!("the API server refused k3s' CRDs");
+    }
+    kube.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/helmcharts.helm.cattle.io",
+        "crd/helmchartconfigs.helm.cattle.io",
+        "--timeout=60s",
+    ]);
+    kube.kubectl_ok(&["get", "namespace", "kube-system"]);
+
+    // Applied as kubectl applies by default: strict field validation.
+    let out = kube.apply(&config.to_string());
+    if !out.status.success() {
+        report("apply the HelmChartConfig", &out);
+        panic!("the API server refused k3s.nix's HelmChartConfig");
+    }
+    let stored = kube.get_json(&["helmchartconfig", "traefik", "-n", "kube-system"]);
+    // As written, plus the one default the schema adds.
+    let mut want = config["spec"].clone();
+    want["failurePolicy"] = "reinstall".into();
+    assert_eq!(stored["spec"], want, "stored as written");
+    let values: serde_json::Value =
+        serde_json::from_str(stored["spec"]["valuesContent"].as_str().expect("string"))
+            .expect("valuesContent is JSON (a YAML document)");
+    assert_eq!(values["service"]["type"], "ClusterIP");
+
+    // Negative control: a misspelt spec field. The CRD's schema is structural and keeps unknown
+    // fields only under spec.values, so the API server never stores one. What it does instead
+    // depends on the validation the client asks for: server-side apply with strict validation
+    // (kubectl's default, what this test and Flux use) refuses the object; a plain create that
+    // asks for none gets the server's default, Warn: the object is accepted, the field pruned
+    // and a warning returned. k3s' deploy controller applies the manifests folder with
+    // wrangler, whose apply asks for none (wrangler v3's pkg/apply sets no fieldValidation):
+    // on the host a misspelt key in k3s.nix would be dropped silently (a warning in k3s' log),
+    // not refused.
+    let mut typo = config.clone();
+    typo["metadata"]["name"] = "traefik-typo-control".into();
+    typo["spec"] = serde_json::json!({"valuesContnet": config["spec"]["valuesContent"]});
+    let out = kube.apply(&typo.to_string());
+    assert!(
+        !out.status.success()
+            && stderr(&out).contains(".spec.valuesContnet: field not declared in schema"),
+        "negative control 'misspelt HelmChartConfig field', strict: should be refused, said ({}): {}",
+        out.status,
+        stderr(&out)
+    );
+    let out = kube.kubectl_stdin(&["create", "--validate=warn", "-f", "-"], &typo.to_string());
+    assert!(
+        out.status.success() && stderr(&out).contains(r#"unknown field "spec.valuesContnet""#),
+        "negative control 'misspelt HelmChartConfig field', warn: should be accepted with a warning, said ({}): {}",
+        out.status,
+        stderr(&out)
+    );
+    let pruned = kube.get_json(&[
+        "helmchartconfig",
+        "traefik-typo-control",
+        "-n",
+        "kube-system",
+    ]);
+    assert_eq!(
+        pruned["spec"],
+        serde_json::json!({"failurePolicy": "reinstall"}),
+        "the unknown field should have been pruned"
+    );
 }
