@@ -201,11 +201,13 @@ install_flux() {
 # against $k3s_helm_controller_version), and their YAML in $tools/k3s-crds.yaml.
 install_k3s_crds() {
   say "k3s CRDs (helm-controller $k3s_helm_controller_version)"
-  version_is k3s-crds "$k3s_helm_controller_version" && [[ -x $tools/bin/k3s-crds && -s $tools/k3s-crds.yaml ]] &&
+  local src=$tools/src/k3s-crds here stamp
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  # The program's source is part of the cache key: a changed main.go is rebuilt.
+  stamp="$k3s_helm_controller_version $(sha256sum <"$here/k3s-crds/main.go" | cut -c1-16)"
+  version_is k3s-crds "$stamp" && [[ -x $tools/bin/k3s-crds && -s $tools/k3s-crds.yaml ]] &&
     return 0
   command -v go >/dev/null || die "Go is needed to build k3s-crds"
-  local src=$tools/src/k3s-crds here
-  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
   rm -rf "$src"
   mkdir -p "$src" "$tools/bin"
   cp "$here/k3s-crds/main.go" "$src/"
@@ -220,5 +222,5 @@ install_k3s_crds() {
   grep -q '^  name: helmchartconfigs.helm.cattle.io$' "$tools/k3s-crds.yaml" ||
     die "k3s-crds: no HelmChartConfig CRD in helm-controller $k3s_helm_controller_version"
   rm -rf "$src"
-  echo "$k3s_helm_controller_version" >"$tools/k3s-crds.version"
+  echo "$stamp" >"$tools/k3s-crds.version"
 }
