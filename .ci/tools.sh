@@ -158,7 +158,9 @@ flux_component_version() { # $1: flux2 source folder, $2: component
 # the modules. Only the default components: the extras' modules are refused by the proxy.
 install_flux() {
   say "flux $flux_version, kustomize-controller"
-  version_is flux "$flux_version" && [[ -x $tools/bin/flux && -x $tools/bin/kustomize-controller ]] &&
+  # Both pins shape the build (the embedded manifests): either one changing rebuilds it.
+  local stamp="$flux_version $flux_notification_controller_version"
+  version_is flux "$stamp" && [[ -x $tools/bin/flux && -x $tools/bin/kustomize-controller ]] &&
     return 0
   command -v kubectl >/dev/null || die "kubectl (kustomize) is needed to bundle Flux's manifests"
   local src=$tools/src/flux2 out component version module base old new
@@ -194,7 +196,7 @@ install_flux() {
       -o "$tools/bin/flux" ./cmd/flux
   ) || die "building flux $flux_version failed"
   rm -rf "$src"
-  echo "$flux_version" >"$tools/flux.version"
+  echo "$stamp" >"$tools/flux.version"
 }
 
 # k3s-crds: prints the CRDs k3s registers from helm-controller (.ci/k3s-crds/main.go, built

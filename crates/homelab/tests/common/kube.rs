@@ -21,6 +21,10 @@ use tempfile::TempDir;
 
 use super::{Guard, free_port, report, stderr, stdout, wait_for_port};
 
+/// Every kubectl call is bounded: a stalled API server must fail the test, not hang it (longer
+/// than the longest `kubectl wait --timeout` used here).
+const REQUEST_TIMEOUT: &str = "--request-timeout=90s";
+
 /// The programs the rehearsal runs; `require` them first.
 pub const TOOLS: &[&str] = &[
     "etcd",
@@ -283,7 +287,10 @@ impl Kube {
 
     pub fn kubectl_command(&self) -> Command {
         let mut command = Command::new("kubectl");
-        command.arg("--kubeconfig").arg(&self.kubeconfig);
+        command
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg(REQUEST_TIMEOUT);
         command
     }
 
@@ -356,6 +363,7 @@ impl Kube {
                 let out = Command::new("kubectl")
                     .arg("--kubeconfig")
                     .arg(&kubeconfig)
+                    .arg(REQUEST_TIMEOUT)
                     .args(["get", "deployments", "-n", &namespace, "-o", "json"])
                     .output();
                 let list: serde_json::Value = out
@@ -385,6 +393,7 @@ impl Kube {
                     let _ = Command::new("kubectl")
                         .arg("--kubeconfig")
                         .arg(&kubeconfig)
+                        .arg(REQUEST_TIMEOUT)
                         .args(["patch", "deployment", name, "-n", &namespace])
                         .args(["--subresource=status", "--type=merge", "-p"])
                         .arg(patch.to_string())
