@@ -25,6 +25,19 @@ use super::{Guard, free_port, report, stderr, stdout, wait_for_port};
 /// than the longest `kubectl wait --timeout` used here).
 const REQUEST_TIMEOUT: &str = "--request-timeout=90s";
 
+/// The cluster's processes die with the test thread that started them, even when the test
+/// process is killed (a CI timeout) and no Drop runs.
+fn dies_with_the_test(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        })
+    }
+}
+
 /// The programs the rehearsal runs; `require` them first.
 pub const TOOLS: &[&str] = &[
     "etcd",
@@ -173,65 +186,69 @@ impl Kube {
         let client = free_port();
         let peer = free_port();
         let etcd_log = std::fs::File::create(d.join("etcd.log")).expect("etcd log");
-        let etcd = Command::new("etcd")
-            .args(["--name", "rehearsal", "--data-dir"])
-            .arg(d.join("etcd"))
-            .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
-            .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
-            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-            .arg(format!(
-                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
-            ))
-            .arg(format!(
-                "--initial-cluster=rehearsal=http://127.0.0.1:{peer}"
-            ))
-            // A throwaway cluster: durability costs time and buys nothing.
-            .arg("--unsafe-no-fsync")
-            .arg("--log-level=warn")
-            .stdout(Stdio::null())
-            .stderr(etcd_log)
-            .spawn()
-            .expect("etcd starts");
+        let etcd = dies_with_the_test(
+            Command::new("etcd")
+                .args(["--name", "rehearsal", "--data-dir"])
+                .arg(d.join("etcd"))
+                .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
+                .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+                .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+                .arg(format!(
+                    "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+                ))
+                .arg(format!(
+                    "--initial-cluster=rehearsal=http://127.0.0.1:{peer}"
+                ))
+                // A throwaway cluster: durability costs time and buys nothing.
+                .arg("--unsafe-no-fsync")
+                .arg("--log-level=warn")
+                .stdout(Stdio::null())
+                .stderr(etcd_log),
+        )
+        .spawn()
+        .expect("etcd starts");
         let etcd = Guard(etcd);
         wait_for_port(client, Duration::from_secs(20));
 
         let port = free_port();
         let log = std::fs::File::create(d.join("apiserver.log")).expect("apiserver log");
-        let apiserver = Command::new("kube-apiserver")
-            .arg(format!("--etcd-servers=http://127.0.0.1:{client}"))
-            .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
-            .arg(format!("--secure-port={port}"))
-            .arg(format!("--cert-dir={}", d.join("certs").display()))
-            .arg(format!(
-                "--tls-cert-file={}",
-                d.join("apiserver.crt").display()
-            ))
-            .arg(format!(
-                "--tls-private-key-file={}",
-                d.join("apiserver.key").display()
-            ))
-            .arg(format!(
-                "--token-auth-file={}",
-                d.join("tokens.csv").display()
-            ))
-            .arg("--authorization-mode=Node,RBAC")
-            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
-            .arg(format!(
-                "--service-account-key-file={}",
-                d.join("sa.pub").display()
-            ))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                d.join("sa.key").display()
-            ))
-            // k3s' default service range.
-            .arg("--service-cluster-ip-range=10.43.0.0/16")
-            // The `kubernetes` Service's endpoint would be 127.0.0.1, which Endpoints refuse.
-            .arg("--endpoint-reconciler-type=none")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("kube-apiserver starts");
+        let apiserver = dies_with_the_test(
+            Command::new("kube-apiserver")
+                .arg(format!("--etcd-servers=http://127.0.0.1:{client}"))
+                .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+                .arg(format!("--secure-port={port}"))
+                .arg(format!("--cert-dir={}", d.join("certs").display()))
+                .arg(format!(
+                    "--tls-cert-file={}",
+                    d.join("apiserver.crt").display()
+                ))
+                .arg(format!(
+                    "--tls-private-key-file={}",
+                    d.join("apiserver.key").display()
+                ))
+                .arg(format!(
+                    "--token-auth-file={}",
+                    d.join("tokens.csv").display()
+                ))
+                .arg("--authorization-mode=Node,RBAC")
+                .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+                .arg(format!(
+                    "--service-account-key-file={}",
+                    d.join("sa.pub").display()
+                ))
+                .arg(format!(
+                    "--service-account-signing-key-file={}",
+                    d.join("sa.key").display()
+                ))
+                // k3s' default service range.
+                .arg("--service-cluster-ip-range=10.43.0.0/16")
+                // The `kubernetes` Service's endpoint would be 127.0.0.1, which Endpoints refuse.
+                .arg("--endpoint-reconciler-type=none")
+                .stdout(Stdio::null())
+                .stderr(log),
+        )
+        .spawn()
+        .expect("kube-apiserver starts");
         let kubeconfig = d.join("admin.kubeconfig");
         std::fs::write(
             &kubeconfig,
@@ -427,21 +444,23 @@ impl Kube {
         let log = std::fs::File::create(self.dir.path().join("kustomize-controller.log"))
             .expect("controller log");
         let health = free_port();
-        let mut child = Command::new("kustomize-controller")
-            .arg(format!("--concurrent={concurrent}"))
-            .arg(format!("--metrics-addr=127.0.0.1:{}", free_port()))
-            .arg(format!("--health-addr=127.0.0.1:{health}"))
-            .arg("--enable-leader-election=false")
-            .arg("--watch-all-namespaces=true")
-            // Dependencies are re-checked every 30 s by default; the test should not wait that.
-            .arg("--requeue-dependency=2s")
-            // controller-runtime takes the kubeconfig from the environment only.
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUNTIME_NAMESPACE", "flux-system")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("kustomize-controller starts");
+        let mut child = dies_with_the_test(
+            Command::new("kustomize-controller")
+                .arg(format!("--concurrent={concurrent}"))
+                .arg(format!("--metrics-addr=127.0.0.1:{}", free_port()))
+                .arg(format!("--health-addr=127.0.0.1:{health}"))
+                .arg("--enable-leader-election=false")
+                .arg("--watch-all-namespaces=true")
+                // Dependencies are re-checked every 30 s by default; the test should not wait that.
+                .arg("--requeue-dependency=2s")
+                // controller-runtime takes the kubeconfig from the environment only.
+                .env("KUBECONFIG", &kubeconfig)
+                .env("RUNTIME_NAMESPACE", "flux-system")
+                .stdout(Stdio::null())
+                .stderr(log),
+        )
+        .spawn()
+        .expect("kustomize-controller starts");
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", health)).is_err() {
             if let Ok(Some(status)) = child.try_wait() {
