@@ -839,17 +839,7 @@ fn bind_claim_stand_in(kube: &Kube, namespace: &str, name: &str, capacity: &str)
         "accessModes": ["ReadWriteOnce"],
         "capacity": {"storage": capacity},
     }});
-    kube.kubectl_ok(&[
-        "patch",
-        "pvc",
-        name,
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &patch.to_string(),
-    ]);
+    kube.patch_status("pvc", namespace, name, &patch);
 }
 
 /// The HelmChartConfig nixos/modules/k3s.nix puts in k3s' manifests folder, built here the way

@@ -617,9 +617,15 @@ impl Kube {
                 "lastTransitionTime": now, "observedGeneration": generation,
             }],
         }});
+        self.patch_status("gitrepository", namespace, name, &patch);
+    }
+
+    /// Writes an object's status (a merge patch through the status subresource), as the
+    /// controller this test does not run would.
+    pub fn patch_status(&self, kind: &str, namespace: &str, name: &str, patch: &serde_json::Value) {
         self.kubectl_ok(&[
             "patch",
-            "gitrepository",
+            kind,
             name,
             "-n",
             namespace,
