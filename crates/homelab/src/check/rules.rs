@@ -286,8 +286,7 @@ impl<'a> Checker<'a> {
     }
 
     fn references(&mut self) {
-        let tree = self.tree;
-        for object in tree.objects.iter().filter(|o| !whole_encrypted(&o.node)) {
+        for object in self.objects() {
             let Some(spec) = pod_spec(&object.node) else {
                 continue;
             };
@@ -741,7 +740,7 @@ impl<'a> Checker<'a> {
                 );
             }
         }
-        for object in tree.objects.iter().filter(|o| !whole_encrypted(&o.node)) {
+        for object in self.objects() {
             let Some(spec) = pod_spec(&object.node) else {
                 continue;
             };
@@ -817,7 +816,7 @@ impl<'a> Checker<'a> {
         let under = |path: &str, root: &str| {
             path == root || path.starts_with(&format!("{}/", root.trim_end_matches('/')))
         };
-        for object in tree.objects.iter().filter(|o| !whole_encrypted(&o.node)) {
+        for object in self.objects() {
             let mut paths: Vec<&Node> = Vec::new();
             if kind(&object.node) == "PersistentVolume"
                 && let Some(path) = object.node.path(&["spec", "hostPath", "path"])
@@ -948,7 +947,7 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        for object in tree.objects.iter().filter(|o| !whole_encrypted(&o.node)) {
+        for object in self.objects() {
             for field in ["externalIPs", "loadBalancerIP"] {
                 if kind(&object.node) == "Service"
                     && let Some(value) = object.node.path(&["spec", field])
@@ -1335,8 +1334,7 @@ impl<'a> Checker<'a> {
     // ---- hygiene ----
 
     fn hygiene(&mut self) {
-        let tree = self.tree;
-        for object in tree.objects.iter().filter(|o| !whole_encrypted(&o.node)) {
+        for object in self.objects() {
             let Some(spec) = pod_spec(&object.node) else {
                 continue;
             };
