@@ -4,6 +4,7 @@ use crate::backup::BackupCmd;
 use crate::bootstrap::BootstrapCmd;
 use crate::check::CheckCmd;
 use crate::client::ClientCmd;
+use crate::status::StatusCmd;
 
 /// Automation for the azalab-0 homelab.
 #[derive(Debug, Parser)]
@@ -29,6 +30,8 @@ pub enum Command {
     /// The MacBook: back up to the Kopia server in the cluster through the Cloudflare Tunnel.
     #[command(subcommand)]
     Client(ClientCmd),
+    /// The whole homelab on one screen: host, cluster, tunnel, backups, clients; alerts on change.
+    Status(StatusCmd),
 }
 
 #[cfg(test)]

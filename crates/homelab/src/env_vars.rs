@@ -7,6 +7,11 @@ pub const JOURNAL_STREAM: &str = "JOURNAL_STREAM";
 /// Overrides the log filter (`tracing_subscriber` syntax).
 pub const HOMELAB_LOG: &str = "HOMELAB_LOG";
 
+/// Path of the status configuration (`homelab status --config`).
+pub const HOMELAB_STATUS_CONFIG: &str = "HOMELAB_STATUS_CONFIG";
+/// Program name or path of systemctl (tests where systemd does not run point it at a stand-in).
+pub const HOMELAB_SYSTEMCTL: &str = "HOMELAB_SYSTEMCTL";
+
 /// Path of the MacBook's client configuration (`--config`).
 pub const HOMELAB_CLIENT_CONFIG: &str = "HOMELAB_CLIENT_CONFIG";
 /// Program name or path of cloudflared (tests point it at a stand-in).

@@ -59,9 +59,14 @@ pub struct Manifest {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SourceInfo {
     #[serde(default)]
     pub path: String,
+    #[serde(default)]
+    pub user_name: String,
+    #[serde(default)]
+    pub host: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,11 +5,16 @@ mod bootstrap;
 pub mod check;
 mod cli;
 mod client;
+mod clock;
 mod env_vars;
 mod exit;
+mod files;
 mod kopia;
 mod logging;
+mod notify;
 mod process;
+mod status;
+mod strict_toml;
 
 use std::process::ExitCode;
 
@@ -37,6 +42,7 @@ pub fn run() -> ExitCode {
         cli::Command::Bootstrap(cmd) => bootstrap::run(&cmd),
         cli::Command::Check(cmd) => check::run(&cmd),
         cli::Command::Client(cmd) => client::run(cmd),
+        cli::Command::Status(cmd) => status::run(&cmd),
     };
     status.into()
 }

@@ -5,27 +5,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use miette::{Diagnostic, NamedSource, SourceSpan};
 use serde::Deserialize;
 use toml::Spanned;
 
-/// A configuration error, pointing at the file, line and dotted key.
-#[derive(Debug, thiserror::Error, Diagnostic)]
-#[error("{}{}: {key}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
-#[diagnostic(code(homelab::backup::config))]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    pub key: String,
-    pub message: String,
-    #[source_code]
-    source_code: NamedSource<String>,
-    #[label("{message}")]
-    span: Option<SourceSpan>,
-}
+pub(crate) use crate::strict_toml::ConfigError;
+use crate::strict_toml::{invalid, load_toml, require_absolute, require_http_url};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -50,7 +37,7 @@ pub struct BackupConfig {
     #[serde(default)]
     pub verify: Verify,
     #[serde(default)]
-    pub notify: Notify,
+    pub notify: crate::notify::Settings,
     /// What `backup recovery-kit` writes down besides the repository's own secrets.
     pub recovery_kit: Option<RecoveryKitFacts>,
     #[serde(rename = "source")]
@@ -187,24 +174,6 @@ impl Default for Verify {
             files_percent: defaults::files_percent(),
         }
     }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Notify {
-    /// File holding the URL that receives a POST with the failure text (an ntfy topic, a
-    /// healthchecks `/fail` URL): such URLs are secrets, so they come from sops-nix.
-    pub webhook_file: Option<PathBuf>,
-    pub matrix: Option<Matrix>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Matrix {
-    pub homeserver: Spanned<String>,
-    /// Room ID (`!…:server`) the bot account has joined.
-    pub room: String,
-    pub access_token_file: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -355,53 +324,6 @@ mod defaults {
     }
     pub fn restore_limit() -> Duration {
         Duration::from_secs(48 * 3600)
-    }
-}
-
-/// What a configuration check found wrong: the dotted key, its span and what was expected.
-pub(crate) type Invalid = (String, Range<usize>, String);
-
-/// Reads a strict TOML configuration file, deserializes it and runs `validate`; every error
-/// names the file, line and dotted key.
-pub(crate) fn load_toml<T: serde::de::DeserializeOwned>(
-    file: &Path,
-    validate: impl FnOnce(&T) -> Result<(), Invalid>,
-) -> Result<T, Box<ConfigError>> {
-    let text = std::fs::read_to_string(file).map_err(|err| {
-        Box::new(ConfigError::new(
-            file,
-            "",
-            0..0,
-            format!("cannot read: {err}"),
-        ))
-    })?;
-    parse_toml(file, text, validate)
-}
-
-pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
-    file: &Path,
-    text: String,
-    validate: impl FnOnce(&T) -> Result<(), Invalid>,
-) -> Result<T, Box<ConfigError>> {
-    let parsed = toml::Deserializer::parse(&text)
-        .map_err(|err| (String::new(), err))
-        .and_then(|de| {
-            serde_path_to_error::deserialize::<_, T>(de)
-                .map_err(|err| (err.path().to_string(), err.into_inner()))
-        });
-    let config = match parsed {
-        Ok(config) => config,
-        Err((key, err)) => {
-            let span = err.span().unwrap_or(0..0);
-            let err = ConfigError::new(file, &key, span, err.message().to_owned());
-            return Err(Box::new(err.with_source(text)));
-        }
-    };
-    match validate(&config) {
-        Ok(()) => Ok(config),
-        Err((key, span, message)) => Err(Box::new(
-            ConfigError::new(file, &key, span, message).with_source(text),
-        )),
     }
 }
 
@@ -755,81 +677,5 @@ impl Source {
             rules.push(format!("!/{staging}/**"));
         }
         rules
-    }
-}
-
-/// Absolute and in the clean form kopia records (no `.`, `..`, `//` or trailing `/`), so that
-/// it compares equal to the paths in kopia's snapshot list.
-pub(crate) fn require_absolute(
-    key: &str,
-    path: &Spanned<PathBuf>,
-) -> Result<(), (String, Range<usize>, String)> {
-    let value = path.get_ref();
-    let clean: PathBuf = value.components().collect();
-    let only_normal = value
-        .components()
-        .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-    if value.is_absolute() && only_normal && clean.as_os_str() == value.as_os_str() {
-        Ok(())
-    } else {
-        Err(invalid(
-            key,
-            path,
-            "an absolute path without `.`, `..`, `//` or a trailing `/`",
-        ))
-    }
-}
-
-fn require_http_url(
-    key: &str,
-    url: &Spanned<String>,
-) -> Result<(), (String, Range<usize>, String)> {
-    let value = url.get_ref();
-    if value.starts_with("https://") || value.starts_with("http://") {
-        Ok(())
-    } else {
-        Err(invalid(key, url, "an http:// or https:// URL"))
-    }
-}
-
-pub(crate) fn invalid<T>(
-    key: &str,
-    value: &Spanned<T>,
-    expected: &str,
-) -> (String, Range<usize>, String) {
-    (key.to_owned(), value.span(), format!("expected {expected}"))
-}
-
-impl ConfigError {
-    /// Prints `error: file:line: key: message` (the line a log keeps) and, on a terminal, the
-    /// annotated excerpt of the file.
-    pub fn report(self) {
-        eprintln!("error: {self}");
-        if crate::logging::interactive() && self.span.is_some() {
-            eprintln!("{:?}", miette::Report::new(self));
-        }
-    }
-
-    fn new(file: &Path, key: &str, span: Range<usize>, message: String) -> Self {
-        Self {
-            file: file.to_owned(),
-            line: None,
-            key: if key.is_empty() || key == "." {
-                "(top level)".to_owned()
-            } else {
-                key.to_owned()
-            },
-            message,
-            source_code: NamedSource::new(file.display().to_string(), String::new()),
-            span: (!span.is_empty()).then(|| span.clone().into()),
-        }
-    }
-
-    fn with_source(mut self, text: String) -> Self {
-        if let Some(span) = self.span {
-            self.line = Some(text[..span.offset().min(text.len())].matches('\n').count() + 1);
-        }
-        self.source_code = NamedSource::new(self.file.display().to_string(), text);
-        self
     }
 }

@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use super::capture;
 use super::config::{BackupConfig, Source};
-use super::state::{State, unix_now};
-use super::{ConfigArg, STAGING_DIR, Session, last_good, notify};
+use super::state::State;
+use crate::clock::unix_now;
+use super::{ConfigArg, STAGING_DIR, Session, last_good};
 use crate::exit::ExitStatus;
 use crate::kopia::Manifest;
 
@@ -120,7 +121,7 @@ pub fn run(config: &BackupConfig, cmd: &DrillCmd) -> anyhow::Result<ExitStatus> 
     if problems.is_empty() {
         Ok(ExitStatus::Success)
     } else {
-        notify::failure(config, "backup drill", &problems.join("\n"));
+        crate::notify::failure(&config.notify, "backup drill", &problems.join("\n"));
         Ok(ExitStatus::Failure)
     }
 }

@@ -7,7 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use anyhow::Context as _;
 
 use super::config::BackupConfig;
-use super::state::{State, write_atomically};
+use super::state::State;
+use crate::files::write_atomically;
 
 const FILE: &str = "homelab_backup.prom";
 

@@ -7,13 +7,12 @@ pub mod config;
 mod drill;
 mod lock;
 mod metrics;
-mod notify;
 mod offsite;
 mod recovery_kit;
 mod restore;
 mod run;
 pub(crate) mod state;
-mod status;
+pub(crate) mod status;
 mod sync;
 mod verify;
 
@@ -26,6 +25,7 @@ use clap::{Args, Subcommand};
 use crate::env_vars;
 use crate::exit::ExitStatus;
 use crate::kopia::Kopia;
+use crate::notify::Heartbeat;
 use crate::process::Cancel;
 use config::BackupConfig;
 
@@ -82,6 +82,20 @@ pub fn run(cmd: BackupCmd) -> ExitStatus {
             return ExitStatus::Error;
         }
     };
+    // Scheduled jobs ping their own heartbeat check: an outside service notices the pings
+    // that stop coming (timer masked, clock wrong, host off), which no failure message can.
+    let heartbeat = match &cmd {
+        BackupCmd::Run(_) => Some("backup-run"),
+        BackupCmd::Sync(_) => Some("backup-sync"),
+        BackupCmd::Verify(c) if c.offsite => Some("backup-verify-offsite"),
+        BackupCmd::Verify(_) => Some("backup-verify"),
+        BackupCmd::Drill(_) => Some("backup-drill"),
+        _ => None,
+    }
+    .map(|slug| Heartbeat::new(&config.notify, slug));
+    if let Some(beat) = &heartbeat {
+        beat.start();
+    }
     let (job, result) = match &cmd {
         BackupCmd::Run(c) => ("backup run", run::run(&config, c)),
         BackupCmd::Sync(c) => ("backup sync", sync::run(&config, c)),
@@ -92,14 +106,30 @@ pub fn run(cmd: BackupCmd) -> ExitStatus {
         BackupCmd::RecoveryKit(c) => ("backup recovery-kit", recovery_kit::run(&config, c)),
         BackupCmd::CheckConfig(c) => return check_config::run(c, &config),
     };
-    match result {
-        Ok(status) => status,
+    let (status, detail) = match result {
+        Ok(status) => (status, String::new()),
         Err(err) => {
             tracing::error!("{job} failed: {err:#}");
-            notify::failure(&config, job, &format!("{err:#}"));
-            ExitStatus::Failure
+            let detail = format!("{err:#}");
+            crate::notify::failure(&config.notify, job, &detail);
+            (ExitStatus::Failure, detail)
+        }
+    };
+    if let Some(beat) = &heartbeat {
+        match status {
+            ExitStatus::Success => beat.success(&format!("homelab {job} succeeded")),
+            _ => beat.failure(&format!(
+                "homelab {job} failed on {}: {}",
+                crate::notify::host_name(),
+                if detail.is_empty() {
+                    "see the job's log (journalctl -u homelab-…)"
+                } else {
+                    &detail
+                }
+            )),
         }
     }
+    status
 }
 
 /// What every job needs before it touches a repository: the signal flag with the job's time

@@ -215,7 +215,7 @@ fn write_or_check(config: &BackupConfig, cmd: &RecoveryKitCmd) -> anyhow::Result
         }
         None => print!("{text}"),
     }
-    super::state::write_atomically(&marker, format!("{}\n", kit.fingerprint()).as_bytes())?;
+    crate::files::write_atomically(&marker, format!("{}\n", kit.fingerprint()).as_bytes())?;
     Ok(ExitStatus::Success)
 }
 

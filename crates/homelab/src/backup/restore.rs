@@ -18,7 +18,7 @@ use super::config::{BackupConfig, Source};
 use super::drill::check_tree;
 use super::offsite::{Mirror, read_credentials};
 use super::{
-    ConfigArg, Job, STAGING_DIR, last_good, local_repository, notify, repository_password,
+    ConfigArg, Job, STAGING_DIR, last_good, local_repository, repository_password,
 };
 use crate::exit::ExitStatus;
 use crate::kopia::{Kopia, Manifest};
@@ -97,8 +97,7 @@ pub fn run(config: &BackupConfig, cmd: &RestoreCmd) -> anyhow::Result<ExitStatus
         Err(err) => {
             let text = format!("{err:#}");
             eprintln!("error: restore of {} failed:\n{text}", source.name());
-            notify::failure(
-                config,
+            crate::notify::failure(&config.notify,
                 "backup restore",
                 &format!("{}: {text}", source.name()),
             );

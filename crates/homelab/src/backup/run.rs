@@ -15,9 +15,10 @@ use serde::Serialize;
 
 use super::capture::{self, Capture, Context};
 use super::config::{BackupConfig, Source};
-use super::state::{State, unix_now};
+use super::state::State;
+use crate::clock::unix_now;
 use super::{
-    ConfigArg, LAST_GOOD_PIN, RUN_TAG, STAGING_DIR, Session, last_good, notify, of_source,
+    ConfigArg, LAST_GOOD_PIN, RUN_TAG, STAGING_DIR, Session, last_good, of_source,
 };
 use crate::exit::ExitStatus;
 use crate::kopia::{Kopia, KopiaError, Manifest, Policy};
@@ -147,8 +148,7 @@ pub fn run(config: &BackupConfig, cmd: &RunCmd) -> anyhow::Result<ExitStatus> {
         return Ok(ExitStatus::Success);
     }
     let outcome: Vec<String> = report.sources.iter().map(outcome_line).collect();
-    notify::failure(
-        config,
+    crate::notify::failure(&config.notify,
         "backup run",
         &format!(
             "{}\n\nthis run:\n{}",

@@ -2,14 +2,12 @@
 //! state directory and replaced atomically, always under the job lock.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::config::BackupConfig;
+use crate::files::write_atomically;
 
 const FILE: &str = "state.json";
 
@@ -69,24 +67,4 @@ impl State {
             (Err(saved), Err(written)) => Err(anyhow::anyhow!("{saved:#}; {written:#}")),
         }
     }
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Writes a temp file beside `path`, syncs it, and renames it over `path`.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut temp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
-    temp.write_all(bytes)
-        .and_then(|()| temp.as_file().sync_all())
-        .with_context(|| format!("cannot write {}", temp.path().display()))?;
-    temp.persist(path)
-        .with_context(|| format!("cannot replace {}", path.display()))?;
-    Ok(())
 }

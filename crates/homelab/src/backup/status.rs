@@ -27,52 +27,52 @@ pub struct StatusCmd {
 }
 
 #[derive(Debug, Serialize)]
-struct Status {
-    ok: bool,
-    sources: Vec<SourceStatus>,
-    sync: Option<SyncStatus>,
+pub(crate) struct Status {
+    pub ok: bool,
+    pub sources: Vec<SourceStatus>,
+    pub sync: Option<SyncStatus>,
 }
 
 #[derive(Debug, Serialize)]
-struct SourceStatus {
-    name: String,
+pub(crate) struct SourceStatus {
+    pub name: String,
     path: String,
-    ok: bool,
+    pub ok: bool,
     last_good_snapshot: Option<String>,
-    last_good_time: Option<String>,
-    age_seconds: Option<u64>,
+    pub last_good_time: Option<String>,
+    pub age_seconds: Option<u64>,
     rpo_seconds: u64,
     stale: bool,
     /// The last good snapshot's time lies in the future: its age means nothing.
     clock_skew: bool,
     last_drill_time: Option<String>,
-    last_drill_ok: Option<bool>,
+    pub last_drill_ok: Option<bool>,
     /// What is wrong, in words; empty when ok.
-    problems: Vec<String>,
+    pub problems: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
-struct SyncStatus {
-    ok: bool,
+pub(crate) struct SyncStatus {
+    pub ok: bool,
     /// The last sync that completed: an interrupted one may have left the mirror listing
     /// snapshots whose data is not there yet.
-    last_complete_time: Option<String>,
+    pub last_complete_time: Option<String>,
     last_attempt_ok: Option<bool>,
-    age_seconds: Option<u64>,
+    pub age_seconds: Option<u64>,
     rpo_seconds: u64,
     stale: bool,
     clock_skew: bool,
-    problems: Vec<String>,
+    pub problems: Vec<String>,
 }
 
 /// A recorded time measured against now and an objective.
-struct Freshness {
-    age: Option<Duration>,
-    stale: bool,
-    ahead: Option<Duration>,
+pub(crate) struct Freshness {
+    pub age: Option<Duration>,
+    pub stale: bool,
+    pub ahead: Option<Duration>,
 }
 
-fn freshness(time: Option<SystemTime>, objective: Duration, now: SystemTime) -> Freshness {
+pub(crate) fn freshness(time: Option<SystemTime>, objective: Duration, now: SystemTime) -> Freshness {
     let Some(time) = time else {
         return Freshness {
             age: None,
@@ -97,7 +97,7 @@ fn freshness(time: Option<SystemTime>, objective: Duration, now: SystemTime) -> 
     }
 }
 
-fn rfc3339(time: SystemTime) -> String {
+pub(crate) fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
@@ -105,7 +105,7 @@ fn from_unix(seconds: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(seconds)
 }
 
-fn skew_problem(what: &str, ahead: Duration) -> String {
+pub(crate) fn skew_problem(what: &str, ahead: Duration) -> String {
     format!(
         "clock skew: the {what} is {} in the future (check the host's clock and time sync)",
         humantime::format_duration(Duration::from_secs(ahead.as_secs()))
@@ -114,12 +114,30 @@ fn skew_problem(what: &str, ahead: Duration) -> String {
 
 pub fn run(config: &BackupConfig, cmd: &StatusCmd) -> anyhow::Result<ExitStatus> {
     let session = Session::open(config, None, super::STATUS_TIME_LIMIT)?;
-    let snapshots = session.kopia.all_snapshots()?;
+    let status = evaluate(config, &session.kopia.all_snapshots()?, SystemTime::now());
+    if cmd.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print(&status);
+    }
+    Ok(if status.ok {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
+}
+
+/// Each source and the mirror against their objectives, from kopia's snapshot list (this
+/// client's) and the recorded state.
+pub(crate) fn evaluate(
+    config: &BackupConfig,
+    snapshots: &[crate::kopia::Manifest],
+    now: SystemTime,
+) -> Status {
     let state = State::load(config.state_dir.get_ref());
-    let now = SystemTime::now();
     let mut sources = Vec::new();
     for source in &config.sources {
-        let good = last_good(&snapshots, source.path());
+        let good = last_good(snapshots, source.path());
         let time = good.and_then(|m| m.end().or(m.start()));
         let fresh = freshness(time, config.rpo, now);
         let recorded = state.sources.get(source.name());
@@ -187,21 +205,11 @@ pub fn run(config: &BackupConfig, cmd: &StatusCmd) -> anyhow::Result<ExitStatus>
             problems,
         }
     });
-    let status = Status {
+    Status {
         ok: sources.iter().all(|s| s.ok) && sync.as_ref().is_none_or(|s| s.ok),
         sources,
         sync,
-    };
-    if cmd.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
-    } else {
-        print(&status);
     }
-    Ok(if status.ok {
-        ExitStatus::Success
-    } else {
-        ExitStatus::Failure
-    })
 }
 
 fn print(status: &Status) {

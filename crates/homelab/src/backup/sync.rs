@@ -8,8 +8,9 @@ use clap::Args;
 
 use super::config::{BackupConfig, Offsite};
 use super::offsite::{Credentials, permanent, read_credentials};
-use super::state::{State, unix_now};
-use super::{ConfigArg, Session, notify};
+use super::state::State;
+use crate::clock::unix_now;
+use super::{ConfigArg, Session};
 use crate::exit::ExitStatus;
 
 #[derive(Debug, Args)]
@@ -69,7 +70,7 @@ pub fn run(config: &BackupConfig, cmd: &SyncCmd) -> anyhow::Result<ExitStatus> {
     } else {
         "the mirror was not completed; it may list snapshots whose data is missing until the next complete sync"
     };
-    notify::failure(config, "backup sync", &format!("{detail}\n\n{outcome}"));
+    crate::notify::failure(&config.notify, "backup sync", &format!("{detail}\n\n{outcome}"));
     Ok(ExitStatus::Failure)
 }
 

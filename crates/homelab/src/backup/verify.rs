@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::config::BackupConfig;
 use super::offsite::{Mirror, read_credentials};
-use super::{ConfigArg, Job, Session, notify, repository_password};
+use super::{ConfigArg, Job, Session, repository_password};
 use crate::exit::ExitStatus;
 
 #[derive(Debug, Args)]
@@ -78,8 +78,7 @@ pub fn run(config: &BackupConfig, cmd: &VerifyCmd) -> anyhow::Result<ExitStatus>
         }
         Err(err) => {
             tracing::error!("verification of {what} failed: {err}");
-            notify::failure(
-                config,
+            crate::notify::failure(&config.notify,
                 "backup verify",
                 &format!("{what} did not verify: {err}"),
             );

@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::status::{ClientState, SourceResult};
 use super::{ConfigArg, Tunnel, home, load, macos, password_file};
-use crate::backup::state::unix_now;
+use crate::clock::unix_now;
 use crate::exit::ExitStatus;
 use crate::kopia::Kopia;
 use crate::process::Cancel;

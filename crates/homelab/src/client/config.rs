@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::backup::config::{ConfigError, Invalid, Retention, invalid, load_toml};
+use crate::backup::config::Retention;
+use crate::strict_toml::{ConfigError, Invalid, invalid, load_toml};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -9,7 +9,8 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::{AGENT_LABEL, ConfigArg, home, load, macos};
-use crate::backup::state::{unix_now, write_atomically};
+use crate::clock::unix_now;
+use crate::files::write_atomically;
 use crate::exit::ExitStatus;
 
 /// A daily schedule plus slack for a laptop that was asleep or away.

@@ -1,0 +1,147 @@
+//! The backups, as `homelab backup status` sees them (each source's last good snapshot and
+//! drill, the last complete sync to R2), and the clients that back up into the same repository
+//! through the Kopia server (the MacBook), each against its objective.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{Check, Level, ago, one_line};
+use crate::backup::config::BackupConfig;
+use crate::backup::status::{evaluate, freshness, rfc3339, skew_problem};
+
+pub fn check(file: &Path, clients: &[(String, Duration)], deadline: Instant) -> Vec<Check> {
+    let config = match BackupConfig::load(file) {
+        Ok(config) => config,
+        Err(err) => {
+            return vec![Check::new(
+                "backup",
+                Level::Unknown,
+                format!("the backup configuration does not load: {err}"),
+            )];
+        }
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    let listed = crate::backup::Session::open(&config, None, left).and_then(|session| {
+        let own = session.kopia.all_snapshots()?;
+        let every = if clients.is_empty() {
+            Vec::new()
+        } else {
+            session.kopia.snapshots_of_every_client()?
+        };
+        Ok((own, every))
+    });
+    let (own, every) = match listed {
+        Ok(listed) => listed,
+        Err(err) => {
+            return vec![
+                Check::new(
+                    "backup",
+                    Level::Unknown,
+                    format!(
+                        "cannot list the snapshots in {}: {}",
+                        config.repository.path.get_ref().display(),
+                        one_line(&format!("{err:#}"))
+                    ),
+                )
+                .more("homelab backup status --config /etc/homelab/backup.toml"),
+            ];
+        }
+    };
+    let now = SystemTime::now();
+    let status = evaluate(&config, &own, now);
+    let more = "homelab backup status --config /etc/homelab/backup.toml";
+    let mut checks: Vec<Check> = status
+        .sources
+        .iter()
+        .map(|source| {
+            let id = format!("backup/{}", source.name);
+            if source.ok {
+                let drill = match source.last_drill_ok {
+                    Some(true) => ", drill ok",
+                    _ => ", never drilled",
+                };
+                Check::new(
+                    id,
+                    Level::Ok,
+                    format!(
+                        "last good {}{}{drill}",
+                        source.last_good_time.as_deref().unwrap_or("never"),
+                        source
+                            .age_seconds
+                            .map_or(String::new(), |s| format!(
+                                " ({} ago)",
+                                ago(Duration::from_secs(s))
+                            )),
+                    ),
+                )
+            } else {
+                Check::new(id, Level::Fail, source.problems.join("; ")).more(more)
+            }
+        })
+        .collect();
+    if let Some(sync) = &status.sync {
+        checks.push(if sync.ok {
+            Check::new(
+                "backup/r2-sync",
+                Level::Ok,
+                format!(
+                    "last complete sync {}{}",
+                    sync.last_complete_time.as_deref().unwrap_or("never"),
+                    sync.age_seconds.map_or(String::new(), |s| format!(
+                        " ({} ago)",
+                        ago(Duration::from_secs(s))
+                    ))
+                ),
+            )
+        } else {
+            Check::new("backup/r2-sync", Level::Fail, sync.problems.join("; ")).more(more)
+        });
+    }
+    for (name, rpo) in clients {
+        checks.push(client(name, *rpo, &every, now));
+    }
+    checks
+}
+
+/// A client's newest clean snapshot of any of its folders against its objective.
+fn client(name: &str, rpo: Duration, every: &[crate::kopia::Manifest], now: SystemTime) -> Check {
+    let id = format!("client/{name}");
+    let more = "kopia snapshot list --all (KOPIA_CONFIG_PATH=<backup state-dir>/kopia/repository.config)";
+    let newest = every
+        .iter()
+        .filter(|m| format!("{}@{}", m.source.user_name, m.source.host) == name && m.is_clean())
+        .filter_map(|m| m.end().or(m.start()))
+        .max();
+    let Some(time) = newest else {
+        return Check::new(
+            id,
+            Level::Fail,
+            format!("no complete snapshot from {name} in the repository"),
+        )
+        .more(more);
+    };
+    let fresh = freshness(Some(time), rpo, now);
+    if let Some(ahead) = fresh.ahead {
+        return Check::new(id, Level::Fail, skew_problem("newest snapshot", ahead)).more(more);
+    }
+    let age = fresh.age.unwrap_or_default();
+    if fresh.stale {
+        Check::new(
+            id,
+            Level::Fail,
+            format!(
+                "stale: the newest snapshot is {} old ({}), the objective is {}",
+                ago(age),
+                rfc3339(time),
+                humantime::format_duration(rpo)
+            ),
+        )
+        .more(more)
+    } else {
+        Check::new(
+            id,
+            Level::Ok,
+            format!("newest snapshot {} ({} ago)", rfc3339(time), ago(age)),
+        )
+    }
+}

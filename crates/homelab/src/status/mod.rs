@@ -1,0 +1,317 @@
+//! `homelab status`: the whole homelab on one screen — host, cluster, tunnel, backups and the
+//! clients that back up into it — each line ok / warn / fail / unknown, what is wrong and the
+//! command that shows more. Every part runs at once and is given the same deadline: a part that
+//! has not answered by then (an API server that freezes, a disk that hangs) is shown as
+//! unknown with that reason, so the whole answer always comes within ten seconds.
+//! `--notify` turns changes into messages (alerts.rs); `--summary` sends the daily summary.
+
+mod alerts;
+mod backups;
+mod cluster;
+mod config;
+mod host;
+mod tunnel;
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::env_vars;
+use crate::exit::ExitStatus;
+use config::StatusConfig;
+
+/// Every part must have answered by then; the rest of the ten seconds is for printing and for
+/// `--notify` (the state file and the messages have their own bounds).
+const PART_DEADLINE: Duration = Duration::from_secs(8);
+
+#[derive(Debug, Args)]
+pub struct StatusCmd {
+    /// Status configuration file (TOML; on the host /etc/homelab/status.toml).
+    #[arg(long, env = env_vars::HOMELAB_STATUS_CONFIG, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Print the status as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Send a message for every check that changed state since the last `--notify` run.
+    #[arg(long)]
+    pub notify: bool,
+    /// Send the daily summary: "all ok", or what is not.
+    #[arg(long)]
+    pub summary: bool,
+}
+
+/// How a check stands. Ordered from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    Warn,
+    Fail,
+    /// The check could not be made (part unreachable, did not answer in time).
+    Unknown,
+}
+
+impl Level {
+    /// What alerts are sent for: a warning is shown and summarised, never pushed.
+    pub fn is_bad(self) -> bool {
+        matches!(self, Level::Fail | Level::Unknown)
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warn => "warn",
+            Level::Fail => "FAIL",
+            Level::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// One line of the status.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// `<part>/<what>`, stable from run to run (alerts are kept per id).
+    pub id: String,
+    pub level: Level,
+    pub message: String,
+    /// The command that shows more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub more: Option<String>,
+}
+
+impl Check {
+    pub fn new(id: impl Into<String>, level: Level, message: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            level,
+            message: message.into(),
+            more: None,
+        }
+    }
+
+    pub fn more(mut self, command: impl Into<String>) -> Self {
+        self.more = Some(command.into());
+        self
+    }
+
+    /// The part this check belongs to (`cluster` of `cluster/pods/immich`).
+    pub fn part(&self) -> &str {
+        self.id.split('/').next().unwrap_or(&self.id)
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    host: String,
+    ok: bool,
+    counts: Counts,
+    checks: Vec<Check>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Counts {
+    ok: usize,
+    warn: usize,
+    fail: usize,
+    unknown: usize,
+}
+
+type Part = Box<dyn FnOnce(Instant) -> Vec<Check> + Send>;
+
+pub fn run(cmd: &StatusCmd) -> ExitStatus {
+    let config = match StatusConfig::load(&cmd.config) {
+        Ok(config) => config,
+        Err(err) => {
+            err.report();
+            return ExitStatus::Error;
+        }
+    };
+    let checks = gather(&config, Instant::now() + PART_DEADLINE);
+    let report = report(checks);
+    if cmd.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(err) => {
+                eprintln!("error: cannot render the status as JSON: {err}");
+                return ExitStatus::Error;
+            }
+        }
+    } else {
+        print(&report);
+    }
+    if cmd.notify {
+        alerts::notify(&config, &report.checks, SystemTime::now());
+    }
+    if cmd.summary {
+        alerts::summary(&config, &report.checks);
+    }
+    if report.ok {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    }
+}
+
+/// Runs every configured part on its own thread and collects what has come back by `deadline`.
+/// A part that has not answered is one unknown line; its thread (and any child it waits for,
+/// which dies with us through its parent-death signal) is abandoned.
+fn gather(config: &StatusConfig, deadline: Instant) -> Vec<Check> {
+    let mut parts: Vec<(&'static str, Part)> = Vec::new();
+    if let Some(host) = &config.host {
+        let host = host.clone();
+        parts.push(("host", Box::new(move |_| host::check(&host))));
+    }
+    if let Some(cluster) = &config.cluster {
+        let kubeconfig = cluster.kubeconfig.clone();
+        parts.push((
+            "cluster",
+            Box::new(move |deadline| cluster::check(&kubeconfig, deadline)),
+        ));
+    }
+    if let Some(tunnel) = &config.tunnel {
+        let url = tunnel.metrics_url.get_ref().clone();
+        let expected = tunnel.expected_connections;
+        parts.push((
+            "tunnel",
+            Box::new(move |deadline| tunnel::check(&url, expected, deadline)),
+        ));
+    }
+    if let Some(backup) = &config.backup {
+        let file = backup.config.clone();
+        let clients: Vec<(String, Duration)> = config
+            .clients
+            .iter()
+            .map(|c| (c.name.get_ref().clone(), c.rpo))
+            .collect();
+        parts.push((
+            "backup",
+            Box::new(move |deadline| backups::check(&file, &clients, deadline)),
+        ));
+    }
+    let (sender, receiver) = mpsc::channel();
+    let mut waiting: Vec<&'static str> = Vec::new();
+    let mut checks = Vec::new();
+    for (name, part) in parts {
+        let sender = sender.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("status-{name}"))
+            .spawn(move || {
+                let checks = part(deadline);
+                let _ = sender.send((name, checks));
+            });
+        match spawned {
+            Ok(_) => waiting.push(name),
+            Err(err) => checks.push(Check::new(
+                name,
+                Level::Unknown,
+                format!("cannot start a thread: {err}"),
+            )),
+        }
+    }
+    drop(sender);
+    while !waiting.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match receiver.recv_timeout(left) {
+            Ok((name, part_checks)) => {
+                waiting.retain(|w| *w != name);
+                checks.extend(part_checks);
+            }
+            Err(_) => break,
+        }
+    }
+    for name in waiting {
+        checks.push(Check::new(
+            name,
+            Level::Unknown,
+            format!(
+                "did not answer within {} s (hung disk, frozen server?)",
+                PART_DEADLINE.as_secs()
+            ),
+        ));
+    }
+    let order = |c: &Check| {
+        ["host", "cluster", "tunnel", "backup", "client"]
+            .iter()
+            .position(|p| *p == c.part())
+            .unwrap_or(usize::MAX)
+    };
+    checks.sort_by(|a, b| order(a).cmp(&order(b)).then_with(|| a.id.cmp(&b.id)));
+    checks
+}
+
+fn report(checks: Vec<Check>) -> Report {
+    let mut counts = Counts::default();
+    for check in &checks {
+        match check.level {
+            Level::Ok => counts.ok += 1,
+            Level::Warn => counts.warn += 1,
+            Level::Fail => counts.fail += 1,
+            Level::Unknown => counts.unknown += 1,
+        }
+    }
+    Report {
+        host: crate::notify::host_name(),
+        ok: counts.fail == 0 && counts.unknown == 0,
+        counts,
+        checks,
+    }
+}
+
+fn print(report: &Report) {
+    let width = report
+        .checks
+        .iter()
+        .map(|c| c.id.chars().count())
+        .max()
+        .unwrap_or(0);
+    for check in &report.checks {
+        println!(
+            "{:<7} {:<width$}  {}",
+            check.level.label(),
+            check.id,
+            one_line(&check.message)
+        );
+        if check.level != Level::Ok
+            && let Some(more) = &check.more
+        {
+            println!("{:<7} {:<width$}  more: {more}", "", "");
+        }
+    }
+    let c = &report.counts;
+    println!(
+        "{}: {} ok, {} warn, {} failed, {} unknown",
+        report.host, c.ok, c.warn, c.fail, c.unknown
+    );
+}
+
+/// Messages come from other programs (Flux, kubectl, kopia): never let them move the cursor
+/// or break the one-line layout.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// "3h 12m" for a duration, to the minute (seconds when under a minute).
+pub fn ago(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    let rounded = if secs < 60 { secs } else { secs - secs % 60 };
+    humantime::format_duration(Duration::from_secs(rounded)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn foreign_text_is_one_printable_line() {
+        assert_eq!(
+            super::one_line("a\x1b[31mred\x1b[0m\nnext\tline\u{7}"),
+            "a [31mred [0m next line"
+        );
+    }
+}
