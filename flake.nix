@@ -29,6 +29,7 @@
         homelab.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.homelab;
         homelab.kopiaPackage = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.kopia;
         homelab.source = lib.mkDefault self.outPath;
+        homelab.sourceRevision = lib.mkDefault (self.rev or self.dirtyRev or "unknown");
       };
 
       packages = forAllSystems (pkgs: rec {

@@ -18,6 +18,7 @@ in
     ./modules/tunnel.nix
     ./modules/backup.nix
     ./modules/flux.nix
+    ./modules/status.nix
   ];
 
   options.homelab = {
@@ -58,6 +59,11 @@ in
     source = lib.mkOption {
       type = lib.types.path;
       description = "This repository's source in the store, shown at /etc/homelab/source.";
+    };
+    sourceRevision = lib.mkOption {
+      type = lib.types.str;
+      default = "unknown";
+      description = "The Git revision of this repository the host is built from (`homelab status` shows it).";
     };
   };
 }

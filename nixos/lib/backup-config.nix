@@ -19,6 +19,7 @@
       room = backup.matrix-room;
       access-token-file = secrets.matrixToken;
     };
+    heartbeat-url-file = secrets.heartbeatUrl;
   };
   recovery-kit = {
     age-key-file = backup.age-key-file;

@@ -16,6 +16,7 @@ let
       r2Credentials = config.sops.templates."r2-credentials.env".path;
       webhookUrl = secret "notify/webhook-url";
       matrixToken = secret "notify/matrix-token";
+      heartbeatUrl = secret "notify/heartbeat-url";
     };
   };
   configFile = (pkgs.formats.toml { }).generate "homelab-backup.toml" settings;
@@ -49,6 +50,13 @@ let
     };
   };
   limits = backup.time-limit;
+  timers = {
+    homelab-backup = timer cfg.backup.runAt;
+    homelab-backup-sync = timer cfg.backup.syncAt;
+    homelab-backup-drill = timer cfg.backup.drillAt;
+    homelab-backup-verify = timer cfg.backup.verifyAt;
+    homelab-backup-verify-offsite = timer cfg.backup.verifyOffsiteAt;
+  };
 in
 {
   options.homelab.backup = {
@@ -93,6 +101,18 @@ in
       default = configFile;
       description = "The generated configuration (`homelab backup check-config` reads it).";
     };
+    notify = lib.mkOption {
+      type = lib.types.attrs;
+      readOnly = true;
+      default = settings.notify;
+      description = "Where failure messages and heartbeat pings go (`homelab status` sends there too).";
+    };
+    timerNames = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      readOnly = true;
+      default = map (name: "${name}.timer") (lib.attrNames timers);
+      description = "The backup timers (`homelab status` reports one that is not active).";
+    };
   };
 
   config = lib.mkIf cfg.enable {
@@ -104,6 +124,7 @@ in
       "r2/secret-access-key" = { };
       "notify/webhook-url" = { };
       "notify/matrix-token" = { };
+      "notify/heartbeat-url" = { };
     };
     sops.templates."r2-credentials.env".content = ''
       R2_ENDPOINT=${config.sops.placeholder."r2/endpoint"}
@@ -131,12 +152,6 @@ in
       homelab-backup-verify = job "Verify the local Kopia repository" "verify" limits.verify;
       homelab-backup-verify-offsite = job "Verify the R2 mirror, read-only, from the bucket" "verify --offsite" limits.verify;
     };
-    systemd.timers = {
-      homelab-backup = timer cfg.backup.runAt;
-      homelab-backup-sync = timer cfg.backup.syncAt;
-      homelab-backup-drill = timer cfg.backup.drillAt;
-      homelab-backup-verify = timer cfg.backup.verifyAt;
-      homelab-backup-verify-offsite = timer cfg.backup.verifyOffsiteAt;
-    };
+    systemd.timers = timers;
   };
 }

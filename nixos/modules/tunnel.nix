@@ -32,6 +32,10 @@ in
     sops.secrets."cloudflared/credentials" = {
       restartUnits = [ "cloudflared-tunnel-${cfg.tunnel.id}.service" ];
     };
+    # cloudflared's metrics server on a fixed loopback port (its TUNNEL_METRICS variable; the
+    # module has no option for it): `homelab status` reads the edge connections there.
+    systemd.services."cloudflared-tunnel-${cfg.tunnel.id}".environment.TUNNEL_METRICS =
+      cfg.facts.status.tunnel-metrics;
     services.cloudflared = {
       enable = true;
       tunnels.${cfg.tunnel.id} = {

@@ -11,8 +11,8 @@ use serde::Serialize;
 use super::capture;
 use super::config::{BackupConfig, Source};
 use super::state::State;
-use crate::clock::unix_now;
 use super::{ConfigArg, STAGING_DIR, Session, last_good};
+use crate::clock::unix_now;
 use crate::exit::ExitStatus;
 use crate::kopia::Manifest;
 

@@ -17,9 +17,7 @@ use clap::{Args, ValueEnum};
 use super::config::{BackupConfig, Source};
 use super::drill::check_tree;
 use super::offsite::{Mirror, read_credentials};
-use super::{
-    ConfigArg, Job, STAGING_DIR, last_good, local_repository, repository_password,
-};
+use super::{ConfigArg, Job, STAGING_DIR, last_good, local_repository, repository_password};
 use crate::exit::ExitStatus;
 use crate::kopia::{Kopia, Manifest};
 use crate::process::{self, Cancel};
@@ -97,7 +95,8 @@ pub fn run(config: &BackupConfig, cmd: &RestoreCmd) -> anyhow::Result<ExitStatus
         Err(err) => {
             let text = format!("{err:#}");
             eprintln!("error: restore of {} failed:\n{text}", source.name());
-            crate::notify::failure(&config.notify,
+            crate::notify::failure(
+                &config.notify,
                 "backup restore",
                 &format!("{}: {text}", source.name()),
             );

@@ -16,10 +16,8 @@ use serde::Serialize;
 use super::capture::{self, Capture, Context};
 use super::config::{BackupConfig, Source};
 use super::state::State;
+use super::{ConfigArg, LAST_GOOD_PIN, RUN_TAG, STAGING_DIR, Session, last_good, of_source};
 use crate::clock::unix_now;
-use super::{
-    ConfigArg, LAST_GOOD_PIN, RUN_TAG, STAGING_DIR, Session, last_good, of_source,
-};
 use crate::exit::ExitStatus;
 use crate::kopia::{Kopia, KopiaError, Manifest, Policy};
 use crate::logging;
@@ -148,7 +146,8 @@ pub fn run(config: &BackupConfig, cmd: &RunCmd) -> anyhow::Result<ExitStatus> {
         return Ok(ExitStatus::Success);
     }
     let outcome: Vec<String> = report.sources.iter().map(outcome_line).collect();
-    crate::notify::failure(&config.notify,
+    crate::notify::failure(
+        &config.notify,
         "backup run",
         &format!(
             "{}\n\nthis run:\n{}",

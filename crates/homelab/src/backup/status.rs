@@ -72,7 +72,11 @@ pub(crate) struct Freshness {
     pub ahead: Option<Duration>,
 }
 
-pub(crate) fn freshness(time: Option<SystemTime>, objective: Duration, now: SystemTime) -> Freshness {
+pub(crate) fn freshness(
+    time: Option<SystemTime>,
+    objective: Duration,
+    now: SystemTime,
+) -> Freshness {
     let Some(time) = time else {
         return Freshness {
             age: None,

@@ -9,8 +9,8 @@ use clap::Args;
 use super::config::{BackupConfig, Offsite};
 use super::offsite::{Credentials, permanent, read_credentials};
 use super::state::State;
-use crate::clock::unix_now;
 use super::{ConfigArg, Session};
+use crate::clock::unix_now;
 use crate::exit::ExitStatus;
 
 #[derive(Debug, Args)]
@@ -70,7 +70,11 @@ pub fn run(config: &BackupConfig, cmd: &SyncCmd) -> anyhow::Result<ExitStatus> {
     } else {
         "the mirror was not completed; it may list snapshots whose data is missing until the next complete sync"
     };
-    crate::notify::failure(&config.notify, "backup sync", &format!("{detail}\n\n{outcome}"));
+    crate::notify::failure(
+        &config.notify,
+        "backup sync",
+        &format!("{detail}\n\n{outcome}"),
+    );
     Ok(ExitStatus::Failure)
 }
 

@@ -78,7 +78,8 @@ pub fn run(config: &BackupConfig, cmd: &VerifyCmd) -> anyhow::Result<ExitStatus>
         }
         Err(err) => {
             tracing::error!("verification of {what} failed: {err}");
-            crate::notify::failure(&config.notify,
+            crate::notify::failure(
+                &config.notify,
                 "backup verify",
                 &format!("{what} did not verify: {err}"),
             );

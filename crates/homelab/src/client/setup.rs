@@ -8,8 +8,8 @@ use clap::Args;
 
 use super::config::{ClientConfig, render_new};
 use super::{AGENT_LABEL, ConfigArg, Tunnel, home, load, macos, password_file};
-use crate::files::write_atomically;
 use crate::exit::ExitStatus;
+use crate::files::write_atomically;
 use crate::kopia::Kopia;
 use crate::process::Cancel;
 

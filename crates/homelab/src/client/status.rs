@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{AGENT_LABEL, ConfigArg, home, load, macos};
 use crate::clock::unix_now;
-use crate::files::write_atomically;
 use crate::exit::ExitStatus;
+use crate::files::write_atomically;
 
 /// A daily schedule plus slack for a laptop that was asleep or away.
 const STALE_AFTER: Duration = Duration::from_secs(26 * 3600);

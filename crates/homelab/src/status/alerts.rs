@@ -53,7 +53,10 @@ enum Change<'a> {
     /// A check that is bad again within `repeat-after` of its last message, announced now that
     /// the time has passed.
     StillFailing(&'a Check),
-    Recovered { id: String, since: u64 },
+    Recovered {
+        id: String,
+        since: u64,
+    },
 }
 
 fn unix(time: SystemTime) -> u64 {
@@ -65,7 +68,9 @@ pub fn notify(config: &StatusConfig, checks: &[Check], now: SystemTime) {
     let _lock = match lock(config.state_dir.get_ref()) {
         Ok(Some(lock)) => Some(lock),
         Ok(None) => {
-            tracing::warn!("another `homelab status --notify` is announcing; leaving it to that run");
+            tracing::warn!(
+                "another `homelab status --notify` is announcing; leaving it to that run"
+            );
             return;
         }
         Err(err) => {
@@ -92,7 +97,9 @@ pub fn notify(config: &StatusConfig, checks: &[Check], now: SystemTime) {
         Ok(()) => beat.success("homelab status --notify ran"),
         Err(err) => {
             tracing::error!("{err:#}");
-            beat.failure(&format!("homelab status --notify cannot record its alerts: {err:#}"));
+            beat.failure(&format!(
+                "homelab status --notify cannot record its alerts: {err:#}"
+            ));
         }
     }
 }
@@ -350,9 +357,15 @@ mod tests {
         let hour = 3600;
         assert_eq!(ids(&decide(&mut state, &bad, 0, hour)), ["fail host/units"]);
         assert!(decide(&mut state, &bad, 300, hour).is_empty());
-        assert_eq!(ids(&decide(&mut state, &good, 600, hour)), ["ok host/units"]);
+        assert_eq!(
+            ids(&decide(&mut state, &good, 600, hour)),
+            ["ok host/units"]
+        );
         assert!(decide(&mut state, &bad, 900, hour).is_empty(), "held");
-        assert!(decide(&mut state, &bad, 1200, hour).is_empty(), "still held");
+        assert!(
+            decide(&mut state, &bad, 1200, hour).is_empty(),
+            "still held"
+        );
         assert_eq!(
             ids(&decide(&mut state, &bad, 600 + hour, hour)),
             ["again host/units"]
@@ -377,10 +390,16 @@ mod tests {
         let pods = [Check::new("cluster/pods/immich", Level::Fail, "crash")];
         decide(&mut state, &pods, 0, 3600);
         let silent = [Check::new("cluster", Level::Unknown, "timeout")];
-        assert_eq!(ids(&decide(&mut state, &silent, 300, 3600)), ["fail cluster"]);
+        assert_eq!(
+            ids(&decide(&mut state, &silent, 300, 3600)),
+            ["fail cluster"]
+        );
         let back: [Check; 0] = [];
         let changes = ids(&decide(&mut state, &back, 600, 3600));
         assert!(changes.contains(&"ok cluster".to_owned()), "{changes:?}");
-        assert!(changes.contains(&"ok cluster/pods/immich".to_owned()), "{changes:?}");
+        assert!(
+            changes.contains(&"ok cluster/pods/immich".to_owned()),
+            "{changes:?}"
+        );
     }
 }

@@ -20,7 +20,8 @@ pub fn check(file: &Path, clients: &[(String, Duration)], deadline: Instant) -> 
             )];
         }
     };
-    let left = deadline.saturating_duration_since(Instant::now());
+    // Whole seconds: the limit appears in the message when kopia does not answer in time.
+    let left = Duration::from_secs(deadline.saturating_duration_since(Instant::now()).as_secs());
     let listed = crate::backup::Session::open(&config, None, left).and_then(|session| {
         let own = session.kopia.all_snapshots()?;
         let every = if clients.is_empty() {
@@ -66,12 +67,10 @@ pub fn check(file: &Path, clients: &[(String, Duration)], deadline: Instant) -> 
                     format!(
                         "last good {}{}{drill}",
                         source.last_good_time.as_deref().unwrap_or("never"),
-                        source
-                            .age_seconds
-                            .map_or(String::new(), |s| format!(
-                                " ({} ago)",
-                                ago(Duration::from_secs(s))
-                            )),
+                        source.age_seconds.map_or(String::new(), |s| format!(
+                            " ({} ago)",
+                            ago(Duration::from_secs(s))
+                        )),
                     ),
                 )
             } else {
@@ -106,7 +105,8 @@ pub fn check(file: &Path, clients: &[(String, Duration)], deadline: Instant) -> 
 /// A client's newest clean snapshot of any of its folders against its objective.
 fn client(name: &str, rpo: Duration, every: &[crate::kopia::Manifest], now: SystemTime) -> Check {
     let id = format!("client/{name}");
-    let more = "kopia snapshot list --all (KOPIA_CONFIG_PATH=<backup state-dir>/kopia/repository.config)";
+    let more =
+        "kopia snapshot list --all (KOPIA_CONFIG_PATH=<backup state-dir>/kopia/repository.config)";
     let newest = every
         .iter()
         .filter(|m| format!("{}@{}", m.source.user_name, m.source.host) == name && m.is_clean())

@@ -22,7 +22,10 @@ const MESSAGE_LIMIT: usize = 600;
 const FLUX_KINDS: [(&str, &str); 4] = [
     ("GitRepository", "gitrepositories.source.toolkit.fluxcd.io"),
     ("OCIRepository", "ocirepositories.source.toolkit.fluxcd.io"),
-    ("Kustomization", "kustomizations.kustomize.toolkit.fluxcd.io"),
+    (
+        "Kustomization",
+        "kustomizations.kustomize.toolkit.fluxcd.io",
+    ),
     ("HelmRelease", "helmreleases.helm.toolkit.fluxcd.io"),
 ];
 
@@ -108,7 +111,10 @@ pub fn check(kubeconfig: &Path, deadline: Instant) -> Vec<Check> {
 fn list(kubeconfig: &PathBuf, resource: &str, deadline: Instant) -> Result<Vec<Value>, String> {
     let left = deadline.saturating_duration_since(Instant::now());
     // kubectl's own limit a little inside ours, so that its error message is what we show.
-    let request = left.saturating_sub(Duration::from_millis(500)).as_secs().max(1);
+    let request = left
+        .saturating_sub(Duration::from_millis(500))
+        .as_secs()
+        .max(1);
     let mut command = std::process::Command::new("kubectl");
     command
         .arg("--kubeconfig")
@@ -121,7 +127,12 @@ fn list(kubeconfig: &PathBuf, resource: &str, deadline: Instant) -> Result<Vec<V
         Some(left),
         true,
     )
-    .map_err(|err| err.to_string())?;
+    .map_err(|err| match err {
+        crate::process::ProcessError::TimedOut { .. } => {
+            "kubectl got no answer before the status deadline (API server frozen?)".to_owned()
+        }
+        other => other.to_string(),
+    })?;
     if !done.status.success() {
         return Err(clip(&one_line(&done.stderr_tail())));
     }
@@ -282,10 +293,7 @@ fn pod_state(pod: &Value, now: SystemTime) -> (Level, Option<String>) {
             } else {
                 Level::Warn
             };
-            return (
-                level,
-                Some(format!("{name} pending for {}{why}", ago(age))),
-            );
+            return (level, Some(format!("{name} pending for {}{why}", ago(age))));
         }
         _ => {}
     }
@@ -332,7 +340,12 @@ fn claims(items: &[Value]) -> Vec<Check> {
             let unbound: Vec<(&str, &str)> = claims
                 .iter()
                 .filter(|c| c["status"]["phase"] != "Bound")
-                .map(|c| (name_of(c).1, c["status"]["phase"].as_str().unwrap_or("no phase")))
+                .map(|c| {
+                    (
+                        name_of(c).1,
+                        c["status"]["phase"].as_str().unwrap_or("no phase"),
+                    )
+                })
                 .collect();
             let id = format!("cluster/claims/{namespace}");
             match unbound.first() {
@@ -370,13 +383,19 @@ mod tests {
         let check = flux_object("Kustomization", &failed);
         assert_eq!(check.level, Level::Fail);
         assert_eq!(check.id, "cluster/Kustomization/flux-system/kopia");
-        assert_eq!(check.message, "ReconciliationFailed: decryption failed for x");
+        assert_eq!(
+            check.message,
+            "ReconciliationFailed: decryption failed for x"
+        );
         let ready = json!({
             "metadata": {"namespace": "flux-system", "name": "kopia"},
             "status": {"lastAppliedRevision": "main@sha1:abc",
                 "conditions": [{"type": "Ready", "status": "True"}]}
         });
-        assert_eq!(flux_object("Kustomization", &ready).message, "ready at main@sha1:abc");
+        assert_eq!(
+            flux_object("Kustomization", &ready).message,
+            "ready at main@sha1:abc"
+        );
         let suspended = json!({"metadata": {"name": "x"}, "spec": {"suspend": true}});
         assert_eq!(flux_object("Kustomization", &suspended).level, Level::Warn);
     }
@@ -396,6 +415,10 @@ mod tests {
         let future = json!({"metadata": {"name": "p",
             "creationTimestamp": humantime::format_rfc3339_seconds(now + Duration::from_secs(86400)).to_string()},
             "status": {"phase": "Pending"}});
-        assert_eq!(pod_state(&future, now).0, Level::Warn, "a clock ahead is not an old pod");
+        assert_eq!(
+            pod_state(&future, now).0,
+            Level::Warn,
+            "a clock ahead is not an old pod"
+        );
     }
 }

@@ -12,7 +12,11 @@ use crate::env_vars;
 const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn check(host: &Host) -> Vec<Check> {
-    let mut checks = vec![failed_units(), age_key(&host.age_key_file), generation(host)];
+    let mut checks = vec![
+        failed_units(),
+        age_key(&host.age_key_file),
+        generation(host),
+    ];
     if !host.timers.is_empty() {
         checks.push(timers(&host.timers));
     }
@@ -159,7 +163,10 @@ fn disk(disk: &Disk) -> Check {
             bytes(total)
         ),
     )
-    .more(format!("du -xh --max-depth=2 {} | sort -h | tail", path.display()))
+    .more(format!(
+        "du -xh --max-depth=2 {} | sort -h | tail",
+        path.display()
+    ))
 }
 
 fn bytes(n: f64) -> String {
@@ -184,7 +191,11 @@ fn age_key(file: &Path) -> Check {
                 .lines()
                 .any(|line| line.trim().starts_with("AGE-SECRET-KEY-1"))
             {
-                Check::new(ID, Level::Ok, format!("{} holds an age key", file.display()))
+                Check::new(
+                    ID,
+                    Level::Ok,
+                    format!("{} holds an age key", file.display()),
+                )
             } else {
                 Check::new(
                     ID,

@@ -23,9 +23,12 @@ use crate::env_vars;
 use crate::exit::ExitStatus;
 use config::StatusConfig;
 
-/// Every part must have answered by then; the rest of the ten seconds is for printing and for
-/// `--notify` (the state file and the messages have their own bounds).
+/// Each part gives up on what it waits for by then and reports why; the rest of the ten
+/// seconds is for printing and for `--notify` (the messages have their own bounds).
 const PART_DEADLINE: Duration = Duration::from_secs(8);
+/// A part that has not reported this long after its deadline (stuck where it cannot be
+/// interrupted, as in a hung `statvfs`) is reported unknown without it.
+const STRAGGLER_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Args)]
 pub struct StatusCmd {
@@ -212,8 +215,9 @@ fn gather(config: &StatusConfig, deadline: Instant) -> Vec<Check> {
         }
     }
     drop(sender);
+    let collect_until = deadline + STRAGGLER_GRACE;
     while !waiting.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = collect_until.saturating_duration_since(Instant::now());
         match receiver.recv_timeout(left) {
             Ok((name, part_checks)) => {
                 waiting.retain(|w| *w != name);
@@ -228,7 +232,7 @@ fn gather(config: &StatusConfig, deadline: Instant) -> Vec<Check> {
             Level::Unknown,
             format!(
                 "did not answer within {} s (hung disk, frozen server?)",
-                PART_DEADLINE.as_secs()
+                (PART_DEADLINE + STRAGGLER_GRACE).as_secs()
             ),
         ));
     }

@@ -14,7 +14,8 @@ const ID: &str = "tunnel/connections";
 
 pub fn check(metrics_url: &str, expected: u32, deadline: Instant) -> Vec<Check> {
     let url = format!("{}/metrics", metrics_url.trim_end_matches('/'));
-    let more = "systemctl status 'cloudflared-tunnel-*'; journalctl -u 'cloudflared-tunnel-*' -n 50";
+    let more =
+        "systemctl status 'cloudflared-tunnel-*'; journalctl -u 'cloudflared-tunnel-*' -n 50";
     let left = deadline
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(100));

@@ -644,3 +644,97 @@ pub fn pids_with(needles: &[&str]) -> Vec<i32> {
         })
         .collect()
 }
+
+/// A server that freezes instead of failing: it accepts every connection and never answers
+/// (a hung API server, a wedged metrics endpoint, a heartbeat service that hangs).
+pub struct FrozenServer {
+    pub port: u16,
+}
+
+impl FrozenServer {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                held.push(stream);
+            }
+        });
+        Self { port }
+    }
+}
+
+/// Serves `body` (changeable while running) as `text/plain` for every request: stands in for
+/// an endpoint whose program cannot run here (cloudflared's metrics server).
+pub struct TextServer {
+    pub port: u16,
+    pub body: Arc<Mutex<String>>,
+}
+
+impl TextServer {
+    pub fn start(body: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let body = Arc::new(Mutex::new(body.to_owned()));
+        let served = Arc::clone(&body);
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let _ = read_request(&stream);
+                let text = served.lock().expect("lock").clone();
+                let _ = stream.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                        text.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        Self { port, body }
+    }
+
+    pub fn set(&self, body: &str) {
+        *self.body.lock().expect("lock") = body.to_owned();
+    }
+}
+
+/// Tests that mount filesystems need root: under CI its absence fails the test, elsewhere the
+/// test is skipped loudly.
+pub fn require_root(why: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    let message = format!("not root: {why}");
+    if std::env::var_os("CI").is_some() {
+        panic!("{message}");
+    }
+    eprintln!("\n!!! SKIPPED: {message}\n");
+    false
+}
+
+/// A small tmpfs mounted at `path` (created), unmounted when dropped.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(path: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(path).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mount -t tmpfs {}", path.display());
+        Self {
+            path: path.to_owned(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
