@@ -21,7 +21,9 @@ let
     after = [ "network-online.target" ];
     wants = [ "network-online.target" ];
     path = [ pkgs.kubectl pkgs.systemd cfg.kopiaPackage ];
-    environment.HOMELAB_STATUS_CONFIG = "${configFile}";
+    environment = {
+      HOMELAB_STATUS_CONFIG = "${configFile}";
+    };
     serviceConfig = {
       Type = "oneshot";
       ExecStart = "${lib.getExe cfg.package} status ${args}";
@@ -39,12 +41,11 @@ in
     type = lib.types.path;
     readOnly = true;
     default = configFile;
-    description = "The generated `homelab status` configuration (also /etc/homelab/status.toml).";
+    description = "The generated `homelab status` configuration, at /etc/homelab/status.toml (its default path).";
   };
 
   config = lib.mkIf cfg.enable {
     environment.etc."homelab/status.toml".source = configFile;
-    environment.variables.HOMELAB_STATUS_CONFIG = "/etc/homelab/status.toml";
     systemd.services = {
       homelab-status = run "Check the homelab and message what changed" "--notify";
       homelab-status-summary = run "Send the homelab's daily summary" "--summary";

@@ -584,7 +584,7 @@ fn secret_rules() {
     edit(
         root,
         ".sops.yaml",
-        "^flux/clusters/.*/manifests/apps/.*\\.sops\\.yaml$",
+        "^flux/clusters/.*/manifests/.*\\.sops\\.yaml$",
         "^flux/clusters/.*/apps/.*\\.enc\\.yaml$",
     );
     assert_finding(root, "secrets/creation-rule", &secret, 1);
@@ -654,6 +654,71 @@ fn flux_rules() {
     let root = copy.path();
     let line = edit(root, &apps, "apps/libsql", "apps/libsql-server");
     assert_finding(root, "flux/path-missing", &apps, line);
+}
+
+#[test]
+fn flux_alert_rules() {
+    let alerts = format!("{CLUSTER}/manifests/alerts");
+    let alert = format!("{alerts}/alert.yaml");
+    let provider = format!("{alerts}/provider.yaml");
+
+    // Immich's HelmRelease lives in its own namespace: without its event source, its errors
+    // go nowhere.
+    let copy = copy_repo();
+    let root = copy.path();
+    edit(
+        root,
+        &alert,
+        "    - kind: HelmRelease\n      name: \"*\"\n      namespace: immich\n",
+        "",
+    );
+    let all = assert_only(root, &["flux/alerts"]);
+    assert!(
+        all.contains("HelmRelease immich/immich: no Flux Alert sends its errors anywhere"),
+        "{all}"
+    );
+    assert_finding(
+        root,
+        "flux/alerts",
+        &format!("{APPS}/immich/helmrelease.yaml"),
+        0,
+    );
+
+    // An Alert on info-only events would miss nothing; one on a suspended Provider reaches no one.
+    let copy = copy_repo();
+    let root = copy.path();
+    edit(root, &provider, "spec:\n", "spec:\n  suspend: true\n");
+    let all = assert_only(root, &["flux/alerts"]);
+    assert!(all.contains("Kustomization flux-system/libsql"), "{all}");
+
+    // The room is one fact: homelab.toml's, where the host's notices go.
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        &provider,
+        "channel: \"!REPLACE_ME:matrix.aza.network\"",
+        "channel: \"!other:matrix.aza.network\"",
+    );
+    assert_finding(root, "flux/alerts", &provider, line);
+    assert_only(root, &["flux/alerts"]);
+
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(root, &alert, "    name: matrix", "    name: matrx");
+    assert_finding(root, "refs/alert-provider", &alert, line);
+    assert_only(root, &["refs/alert-provider", "flux/alerts"]);
+
+    // The Provider's Secret must hold the token under `token`.
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        &provider,
+        "    name: flux-alerts-matrix",
+        "    name: flux-alerts",
+    );
+    assert_finding(root, "refs/secret", &provider, line);
 }
 
 #[test]

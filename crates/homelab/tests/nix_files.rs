@@ -88,6 +88,7 @@ fn the_generated_backup_configuration_passes_the_loader() {
           r2Credentials = "/run/secrets/rendered/r2-credentials.env";
           webhookUrl = "/run/secrets/notify/webhook-url";
           matrixToken = "/run/secrets/notify/matrix-token";
+          heartbeatUrl = "/run/secrets/notify/heartbeat-url";
         };
       }"#;
     let out = Command::new("nix-instantiate")
@@ -127,6 +128,75 @@ fn the_generated_backup_configuration_passes_the_loader() {
     );
 }
 
+/// The calendar of `homelab status --notify`, as nixos/modules/status.nix writes it.
+fn status_check_calendar() -> String {
+    let module = std::fs::read_to_string(repo().join("nixos/modules/status.nix")).expect("module");
+    module
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("OnCalendar = \"*:"))
+        .map(|rest| format!("*:{}", rest.trim_end_matches("\";")))
+        .expect("status.nix sets the check's OnCalendar")
+}
+
+#[test]
+fn the_generated_status_configuration_loads_and_covers_every_part() {
+    if !require(&["nix-instantiate"]) {
+        return;
+    }
+    let expression = r#"
+      let facts = builtins.fromTOML (builtins.readFile ./homelab.toml); in
+      import ./nixos/lib/status-config.nix {
+        status = facts.status;
+        ageKeyFile = facts.backup.age-key-file;
+        backupConfigFile = "/nonexistent/homelab-backup.toml";
+        timers = [ "homelab-backup.timer" "homelab-status.timer" ];
+        notify = { webhook-file = "/run/secrets/notify/webhook-url"; };
+      }"#;
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E", expression])
+        .current_dir(repo())
+        .output()
+        .expect("nix-instantiate runs");
+    assert!(out.status.success(), "evaluation failed: {}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let text = toml::to_string(&json).expect("representable as TOML");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("homelab-status.toml");
+    std::fs::write(&file, &text).expect("write");
+    // Run where nothing of the host exists: every part answers, none can be checked, and that
+    // is exit 1 (not 2: the configuration itself is good).
+    let out = Command::new(env!("CARGO_BIN_EXE_homelab"))
+        .args(["status", "--json", "--config"])
+        .arg(&file)
+        .env("PATH", "/nonexistent")
+        .env("HOMELAB_SYSTEMCTL", "/nonexistent/systemctl")
+        .output()
+        .expect("homelab runs");
+    assert_eq!(out.status.code(), Some(1), "{}\n{text}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let ids: Vec<&str> = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    for id in [
+        "host/units",
+        "host/timers",
+        "host/age-key",
+        "host/generation",
+        "host/disk:/",
+        "host/disk:/srv",
+        "cluster",
+        "tunnel/connections",
+        "backup",
+    ] {
+        assert!(ids.contains(&id), "no {id} in {ids:?}\n{text}");
+    }
+    assert!(text.contains("http://127.0.0.1:20241"), "{text}");
+    assert!(text.contains("aiden@macbook"), "{text}");
+}
+
 #[test]
 fn timer_calendars_are_valid_and_as_designed() {
     if !require(&["systemd-analyze"]) {
@@ -141,6 +211,14 @@ fn timer_calendars_are_valid_and_as_designed() {
         (calendar("drill-at"), "Sun *-*-* 04:00:00"),
         (calendar("verify-at"), "Wed *-*-* 04:00:00"),
         (calendar("verify-offsite-at"), "Thu *-*-* 04:00:00"),
+        (
+            facts["status"]["summary-at"]
+                .as_str()
+                .expect("status.summary-at")
+                .to_owned(),
+            "*-*-* 08:00:00",
+        ),
+        (status_check_calendar(), "*-*-* *:00/5:00"),
     ] {
         let out = Command::new("systemd-analyze")
             .args(["calendar", &calendar])

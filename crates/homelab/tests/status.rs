@@ -48,8 +48,11 @@ impl Host {
         std::fs::create_dir_all(host.path("store/system-a")).expect("system");
         std::fs::create_dir_all(host.path("store/system-b")).expect("system");
         std::fs::create_dir_all(host.path("profiles")).expect("profiles");
-        std::os::unix::fs::symlink(host.path("store/system-a"), host.path("profiles/system-42-link"))
-            .expect("link");
+        std::os::unix::fs::symlink(
+            host.path("store/system-a"),
+            host.path("profiles/system-42-link"),
+        )
+        .expect("link");
         std::os::unix::fs::symlink("system-42-link", host.path("profiles/system")).expect("link");
         std::os::unix::fs::symlink(host.path("store/system-a"), host.path("current-system"))
             .expect("link");
@@ -91,10 +94,7 @@ impl Host {
 
     fn write_config(&self, body: &str) -> PathBuf {
         let file = self.path("status.toml");
-        let text = format!(
-            "state-dir = \"{}\"\n{body}",
-            self.path("state").display()
-        );
+        let text = format!("state-dir = \"{}\"\n{body}", self.path("state").display());
         std::fs::write(&file, text).expect("config");
         file
     }
@@ -148,7 +148,10 @@ fn age_key(host: &Host) -> PathBuf {
     key
 }
 
-fn level<'a>(checks: &'a std::collections::BTreeMap<String, (String, String)>, id: &str) -> &'a str {
+fn level<'a>(
+    checks: &'a std::collections::BTreeMap<String, (String, String)>,
+    id: &str,
+) -> &'a str {
     &checks
         .get(id)
         .unwrap_or_else(|| panic!("no check {id} in {checks:?}"))
@@ -171,13 +174,24 @@ fn host_part_reads_free_space_units_timers_age_key_and_generation() {
 
     let (code, checks) = host.checks(&config);
     assert_eq!(code, 0, "{checks:?}");
-    for id in ["host/units", "host/timers", "host/age-key", "host/generation"] {
+    for id in [
+        "host/units",
+        "host/timers",
+        "host/age-key",
+        "host/generation",
+    ] {
         assert_eq!(level(&checks, id), "ok", "{id}: {checks:?}");
     }
     let disk_id = format!("host/disk:{}", disk.path.display());
     assert_eq!(level(&checks, &disk_id), "ok");
-    assert!(checks["host/generation"].1.contains("generation 42"), "{checks:?}");
-    assert!(checks["host/generation"].1.contains("5544dd5c0ffee"), "{checks:?}");
+    assert!(
+        checks["host/generation"].1.contains("generation 42"),
+        "{checks:?}"
+    );
+    assert!(
+        checks["host/generation"].1.contains("5544dd5c0ffee"),
+        "{checks:?}"
+    );
 
     // 4 MiB with 2.8 MiB written: about 30 % free, below warn (40 %), above fail (20 %).
     fill(&disk.path, "a", 2_900_000);
@@ -196,8 +210,11 @@ fn host_part_reads_free_space_units_timers_age_key_and_generation() {
     std::fs::write(host.path("inactive"), "homelab-backup.timer\n").expect("inactive");
     std::fs::write(&key, "not a key\n").expect("key");
     // A new generation built but not switched to.
-    std::os::unix::fs::symlink(host.path("store/system-b"), host.path("profiles/system-43-link"))
-        .expect("link");
+    std::os::unix::fs::symlink(
+        host.path("store/system-b"),
+        host.path("profiles/system-43-link"),
+    )
+    .expect("link");
     std::fs::remove_file(host.path("profiles/system")).expect("rm");
     std::os::unix::fs::symlink("system-43-link", host.path("profiles/system")).expect("link");
     let (code, checks) = host.checks(&config);
@@ -209,11 +226,21 @@ fn host_part_reads_free_space_units_timers_age_key_and_generation() {
         "{checks:?}"
     );
     assert_eq!(level(&checks, "host/timers"), "fail");
-    assert!(checks["host/timers"].1.contains("homelab-backup.timer is inactive"));
+    assert!(
+        checks["host/timers"]
+            .1
+            .contains("homelab-backup.timer is inactive")
+    );
     assert_eq!(level(&checks, "host/age-key"), "fail");
-    assert!(!checks["host/age-key"].1.contains("not a key"), "the key file is never shown");
+    assert!(
+        !checks["host/age-key"].1.contains("not a key"),
+        "the key file is never shown"
+    );
     assert_eq!(level(&checks, "host/generation"), "warn");
-    assert!(checks["host/generation"].1.contains("generation 43"), "{checks:?}");
+    assert!(
+        checks["host/generation"].1.contains("generation 43"),
+        "{checks:?}"
+    );
 
     std::fs::remove_file(&key).expect("rm");
     let (_, checks) = host.checks(&config);
@@ -260,7 +287,10 @@ fn tunnel_part_reads_cloudflareds_edge_connections() {
     ));
     let (code, checks) = host.checks(&config);
     assert_eq!((code, level(&checks, "tunnel/connections")), (1, "unknown"));
-    assert!(checks["tunnel/connections"].1.contains("do not answer"), "{checks:?}");
+    assert!(
+        checks["tunnel/connections"].1.contains("do not answer"),
+        "{checks:?}"
+    );
 }
 
 #[test]
@@ -287,7 +317,10 @@ fn frozen_parts_are_unknown_and_the_answer_still_comes_within_ten_seconds() {
     .expect("kubeconfig");
     let backup_config = lab.write_config(
         "backup.toml",
-        &format!("[[source]]\nname = \"data\"\npath = \"{}\"\n", lab.path("src/data").display()),
+        &format!(
+            "[[source]]\nname = \"data\"\npath = \"{}\"\n",
+            lab.path("src/data").display()
+        ),
     );
     let hanging = common::script(
         &host.path("kopia"),
@@ -348,7 +381,8 @@ fn title(request: &common::Request) -> String {
 }
 
 #[test]
-fn alerts_once_on_failure_once_on_recovery_never_while_unchanged_flapping_held_and_a_daily_summary() {
+fn alerts_once_on_failure_once_on_recovery_never_while_unchanged_flapping_held_and_a_daily_summary()
+{
     if !require(&["age-keygen"]) {
         return;
     }
@@ -366,7 +400,10 @@ fn alerts_once_on_failure_once_on_recovery_never_while_unchanged_flapping_held_a
     let notify = || host.status(&config, &["--notify"]);
 
     assert_eq!(notify().status.code(), Some(0));
-    assert!(messages(&receiver).is_empty(), "nothing changed, nothing to say");
+    assert!(
+        messages(&receiver).is_empty(),
+        "nothing changed, nothing to say"
+    );
     let pings: Vec<String> = receiver.received().into_iter().map(|r| r.path).collect();
     assert_eq!(pings, ["/hc/key/status"], "the watcher's own heartbeat");
 
@@ -376,7 +413,11 @@ fn alerts_once_on_failure_once_on_recovery_never_while_unchanged_flapping_held_a
     assert_eq!(sent.len(), 1, "one message on failure: {sent:?}");
     assert!(title(&sent[0]).contains("1 problem"), "{sent:?}");
     assert!(sent[0].body.contains("host/units") && sent[0].body.contains("homelab-backup.service"));
-    assert!(sent[0].headers.contains(&("priority".into(), "high".into())));
+    assert!(
+        sent[0]
+            .headers
+            .contains(&("priority".into(), "high".into()))
+    );
 
     notify();
     notify();
@@ -393,7 +434,11 @@ fn alerts_once_on_failure_once_on_recovery_never_while_unchanged_flapping_held_a
     host.set_failed_units(&["homelab-backup.service"]);
     notify();
     notify();
-    assert_eq!(messages(&receiver).len(), 2, "a flapping check is held back");
+    assert_eq!(
+        messages(&receiver).len(),
+        2,
+        "a flapping check is held back"
+    );
     // An hour later (the state's clock moved back by one), still failing: said once more.
     let state_file = host.path("state/alerts.json");
     let mut state: serde_json::Value =

@@ -101,6 +101,9 @@ rules! {
     INGRESS_BACKEND "refs/ingress-backend" Error
         "an Ingress backend names a Service or port that does not exist in its namespace"
         "point the backend at an existing Service and one of its port names or numbers";
+    ALERT_PROVIDER "refs/alert-provider" Error
+        "a Flux Alert names a Provider that does not exist in its namespace"
+        "point providerRef.name at the Provider in manifests/alerts/";
     NAMESPACE "refs/namespace" Error
         "an object lives in a namespace nothing declares"
         "add the Namespace to manifests/cluster/namespaces.yaml";
@@ -152,6 +155,9 @@ rules! {
     DECRYPTION "flux/decryption" Error
         "a Flux Kustomization applies SOPS files without decryption, so the cluster would get ciphertext"
         "add `decryption: {provider: sops, secretRef: {name: sops-age}}`";
+    ALERTS "flux/alerts" Error
+        "a Kustomization or HelmRelease whose errors no Flux Alert sends anywhere, or a Matrix Provider that posts elsewhere than homelab.toml's room"
+        "add the object's kind and namespace to the Alert's eventSources; use backup.matrix-homeserver and matrix-room";
     INTERVAL "flux/interval" Error
         "the GitRepository is not polled at the documented interval (1m: a push is live within a minute)"
         "set spec.interval: 1m";

@@ -40,6 +40,7 @@ pub fn run(tree: &Tree, schemas: &mut Schemas) -> Vec<Finding> {
     checker.exposure();
     checker.secrets();
     checker.flux();
+    checker.alerts();
     checker.hygiene();
     checker.silence_annotations();
     let mut findings = checker.findings;
@@ -1304,6 +1305,133 @@ impl<'a> Checker<'a> {
                             .map(Node::scalar_text)
                             .unwrap_or_else(|| "missing".to_owned())
                     ),
+                );
+            }
+        }
+    }
+
+    /// Flux's errors must reach the owner: every Kustomization and HelmRelease is covered by an
+    /// Alert on errors whose Provider exists, and a Matrix Provider posts to homelab.toml's room.
+    fn alerts(&mut self) {
+        let tree = self.tree;
+        let facts = &tree.facts.backup;
+        let mut routes: Vec<(&Object, Vec<(String, String, String)>)> = Vec::new();
+        for alert in self.objects().filter(|o| kind(&o.node) == "Alert") {
+            let ns = namespace(&alert.node);
+            let spec = alert.node.get("spec").unwrap_or(&alert.node);
+            let provider_ref = spec.path(&["providerRef", "name"]);
+            let provider_name = provider_ref.map(Node::scalar_text).unwrap_or_default();
+            let provider = self.find("Provider", &ns, &provider_name);
+            if provider.is_none() {
+                self.at(
+                    &rules::ALERT_PROVIDER,
+                    alert,
+                    provider_ref.unwrap_or(spec),
+                    format!(
+                        "{}: Provider {ns}/{provider_name} is not defined",
+                        label(&alert.node)
+                    ),
+                );
+            }
+            let severity = spec
+                .get("eventSeverity")
+                .map(Node::scalar_text)
+                .unwrap_or_else(|| "info".to_owned());
+            let delivers = provider.is_some_and(|p| !is_true(p.node.path(&["spec", "suspend"])))
+                && !is_true(spec.get("suspend"))
+                && (severity == "error" || severity == "info");
+            if !delivers {
+                continue;
+            }
+            let sources = spec
+                .get("eventSources")
+                .map(Node::items)
+                .unwrap_or_default()
+                .iter()
+                .filter(|s| s.get("matchLabels").is_none())
+                .map(|s| {
+                    let field = |f: &str| s.get(f).map(Node::scalar_text);
+                    (
+                        field("kind").unwrap_or_default(),
+                        field("namespace").unwrap_or_else(|| ns.clone()),
+                        field("name").unwrap_or_default(),
+                    )
+                })
+                .collect();
+            routes.push((alert, sources));
+        }
+        for object in self
+            .objects()
+            .filter(|o| matches!(kind(&o.node), "Kustomization" | "HelmRelease"))
+            .filter(|o| {
+                o.node
+                    .get("apiVersion")
+                    .is_some_and(|v| v.scalar_text().contains("toolkit.fluxcd.io"))
+            })
+        {
+            let (k, ns, n) = (
+                kind(&object.node),
+                namespace(&object.node),
+                name(&object.node),
+            );
+            let covered = routes.iter().any(|(_, sources)| {
+                sources
+                    .iter()
+                    .any(|(sk, sns, sn)| sk == k && *sns == ns && (sn == "*" || *sn == n))
+            });
+            if !covered {
+                self.at(
+                    &rules::ALERTS,
+                    object,
+                    &object.node,
+                    format!("{k} {ns}/{n}: no Flux Alert sends its errors anywhere"),
+                );
+            }
+        }
+        for provider in self
+            .objects()
+            .filter(|o| kind(&o.node) == "Provider")
+            .filter(|o| {
+                o.node
+                    .path(&["spec", "type"])
+                    .map(Node::scalar_text)
+                    .as_deref()
+                    == Some("matrix")
+            })
+        {
+            let spec = provider.node.get("spec").unwrap_or(&provider.node);
+            for (field, fact, key) in [
+                ("address", &facts.matrix_homeserver, "matrix-homeserver"),
+                ("channel", &facts.matrix_room, "matrix-room"),
+            ] {
+                let value = spec.get(field).map(Node::scalar_text);
+                if let Some(fact) = fact
+                    && value.as_deref() != Some(fact.as_str())
+                {
+                    self.at(
+                        &rules::ALERTS,
+                        provider,
+                        spec.get(field).unwrap_or(spec),
+                        format!(
+                            "{}: {field} {:?} is not homelab.toml's backup.{key} {fact:?}",
+                            label(&provider.node),
+                            value.unwrap_or_default()
+                        ),
+                    );
+                }
+            }
+            if let Some(secret) = spec.get("secretRef") {
+                let secret_name = secret
+                    .get("name")
+                    .map(Node::scalar_text)
+                    .unwrap_or_default();
+                self.reference(
+                    provider,
+                    secret,
+                    "Secret",
+                    &secret_name,
+                    Some("token"),
+                    false,
                 );
             }
         }

@@ -122,9 +122,13 @@ pub struct Storage {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Backup {
     #[serde(default)]
     pub source: Vec<BackupSource>,
+    /// The owner's Matrix room: Flux's alert Provider must post there too.
+    pub matrix_homeserver: Option<String>,
+    pub matrix_room: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,14 +10,24 @@ use crate::backup::config::BackupConfig;
 use crate::backup::status::{evaluate, freshness, rfc3339, skew_problem};
 
 pub fn check(file: &Path, clients: &[(String, Duration)], deadline: Instant) -> Vec<Check> {
+    // Without the repository the clients cannot be seen either: both parts are unknown.
+    let unknown = |reason: String, more: Option<&str>| {
+        let mut checks = vec![Check::new("backup", Level::Unknown, reason.clone())];
+        if !clients.is_empty() {
+            checks.push(Check::new("client", Level::Unknown, reason));
+        }
+        if let Some(more) = more {
+            checks = checks.into_iter().map(|c| c.more(more)).collect();
+        }
+        checks
+    };
     let config = match BackupConfig::load(file) {
         Ok(config) => config,
         Err(err) => {
-            return vec![Check::new(
-                "backup",
-                Level::Unknown,
+            return unknown(
                 format!("the backup configuration does not load: {err}"),
-            )];
+                None,
+            );
         }
     };
     // Whole seconds: the limit appears in the message when kopia does not answer in time.
@@ -34,18 +44,14 @@ pub fn check(file: &Path, clients: &[(String, Duration)], deadline: Instant) -> 
     let (own, every) = match listed {
         Ok(listed) => listed,
         Err(err) => {
-            return vec![
-                Check::new(
-                    "backup",
-                    Level::Unknown,
-                    format!(
-                        "cannot list the snapshots in {}: {}",
-                        config.repository.path.get_ref().display(),
-                        one_line(&format!("{err:#}"))
-                    ),
-                )
-                .more("homelab backup status --config /etc/homelab/backup.toml"),
-            ];
+            return unknown(
+                format!(
+                    "cannot list the snapshots in {}: {}",
+                    config.repository.path.get_ref().display(),
+                    one_line(&format!("{err:#}"))
+                ),
+                Some("homelab backup status --config /etc/homelab/backup.toml"),
+            );
         }
     };
     let now = SystemTime::now();

@@ -32,8 +32,13 @@ const STRAGGLER_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Args)]
 pub struct StatusCmd {
-    /// Status configuration file (TOML; on the host /etc/homelab/status.toml).
-    #[arg(long, env = env_vars::HOMELAB_STATUS_CONFIG, value_name = "FILE")]
+    /// Status configuration file (TOML), written by the host's NixOS module.
+    #[arg(
+        long,
+        env = env_vars::HOMELAB_STATUS_CONFIG,
+        value_name = "FILE",
+        default_value = "/etc/homelab/status.toml"
+    )]
     pub config: PathBuf,
     /// Print the status as JSON on stdout.
     #[arg(long)]
@@ -227,14 +232,15 @@ fn gather(config: &StatusConfig, deadline: Instant) -> Vec<Check> {
         }
     }
     for name in waiting {
-        checks.push(Check::new(
-            name,
-            Level::Unknown,
-            format!(
-                "did not answer within {} s (hung disk, frozen server?)",
-                (PART_DEADLINE + STRAGGLER_GRACE).as_secs()
-            ),
-        ));
+        let reason = format!(
+            "did not answer within {} s (hung disk, frozen server?)",
+            (PART_DEADLINE + STRAGGLER_GRACE).as_secs()
+        );
+        // The clients are read from the backup repository, by the backup part.
+        if name == "backup" && !config.clients.is_empty() {
+            checks.push(Check::new("client", Level::Unknown, reason.clone()));
+        }
+        checks.push(Check::new(name, Level::Unknown, reason));
     }
     let order = |c: &Check| {
         ["host", "cluster", "tunnel", "backup", "client"]
