@@ -16,6 +16,10 @@ pub const HOMELAB_SYSTEMCTL: &str = "HOMELAB_SYSTEMCTL";
 pub const HOMELAB_CLIENT_CONFIG: &str = "HOMELAB_CLIENT_CONFIG";
 /// Program name or path of cloudflared (tests point it at a stand-in).
 pub const HOMELAB_CLOUDFLARED: &str = "HOMELAB_CLOUDFLARED";
+/// The Cloudflare Access service token, read by `cloudflared access tcp` from its environment
+/// (its `--service-token-id`/`--service-token-secret` flags' EnvVars, cmd/cloudflared/access).
+pub const TUNNEL_SERVICE_TOKEN_ID: &str = "TUNNEL_SERVICE_TOKEN_ID";
+pub const TUNNEL_SERVICE_TOKEN_SECRET: &str = "TUNNEL_SERVICE_TOKEN_SECRET";
 
 /// Program name or path of the kopia binary.
 pub const HOMELAB_KOPIA: &str = "HOMELAB_KOPIA";

@@ -303,12 +303,20 @@ pub struct Background {
 }
 
 impl Background {
-    pub fn spawn(command: &mut Command) -> Result<Self, ProcessError> {
+    /// Starts `command` with its output sent to `log` (a file, or `Stdio::null()`).
+    pub fn spawn(command: &mut Command, log: Option<std::fs::File>) -> Result<Self, ProcessError> {
         let program = program_name(command.get_program());
+        let (stdout, stderr) = match log {
+            Some(file) => match file.try_clone() {
+                Ok(copy) => (Stdio::from(copy), Stdio::from(file)),
+                Err(_) => (Stdio::null(), Stdio::from(file)),
+            },
+            None => (Stdio::null(), Stdio::null()),
+        };
         command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
             .process_group(0);
         #[cfg(target_os = "linux")]
         // SAFETY: the closure only calls prctl(2), which is async-signal-safe, and allocates nothing.
@@ -329,9 +337,9 @@ impl Background {
         self.child.id()
     }
 
-    /// True while the process runs (false once it exited on its own).
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+    /// `None` while the process runs; how it ended once it exited on its own.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 }
 

@@ -30,16 +30,38 @@ use common::kube::{self, Artifact, FileServer, Kube, age_key, base64, ready};
 use common::{Guard, report, require, stderr};
 
 const CLUSTER: &str = "flux/clusters/azalab-0";
-const APPS: &[&str] = &[
-    "libsql",
-    "immich",
-    "kopia",
-    "vaultwarden",
-    "tuwunel",
-    "zeroclaw",
-];
 /// Bounds only against a hang; the whole tree reconciles in seconds.
 const RECONCILE: Duration = Duration::from_secs(120);
+
+/// The Flux Kustomizations a file at the cluster root declares, by name, in file order.
+fn kustomizations_in(file: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(repo().join(CLUSTER).join(file)).expect(file);
+    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).expect("YAML");
+    documents
+        .iter()
+        .filter(|d| d["kind"] == "Kustomization")
+        .map(|d| d["metadata"]["name"].as_str().expect("name").to_owned())
+        .collect()
+}
+
+/// The apps: one Flux Kustomization each in apps.yaml.
+fn apps() -> Vec<String> {
+    kustomizations_in("apps.yaml")
+}
+
+/// Every Flux Kustomization the root applies (read from the root kustomization.yaml's files).
+fn every_kustomization() -> Vec<String> {
+    let root: serde_json::Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(repo().join(CLUSTER).join("kustomization.yaml")).expect("root"),
+    )
+    .expect("YAML");
+    root["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .flat_map(|file| kustomizations_in(file.as_str().expect("file")))
+        .collect()
+}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -309,18 +331,22 @@ impl Rehearsal {
         for file in sops_files(&tree.join(CLUSTER)) {
             replace_secret(&file, &recipient, kube.dir.path());
         }
-        let apps = tree.join(CLUSTER).join("apps.yaml");
-        let text = std::fs::read_to_string(&apps).expect("apps.yaml");
+        let apps_file = tree.join(CLUSTER).join("apps.yaml");
+        let text = std::fs::read_to_string(&apps_file).expect("apps.yaml");
         assert_eq!(
             text.matches("  wait: true\n").count(),
-            APPS.len(),
+            apps().len(),
             "every app Kustomization waits"
         );
         // Pods and bound claims need nodes: see the file's doc.
-        std::fs::write(&apps, text.replace("  wait: true\n", "  wait: false\n")).expect("write");
+        std::fs::write(
+            &apps_file,
+            text.replace("  wait: true\n", "  wait: false\n"),
+        )
+        .expect("write");
         let server = FileServer::start(kube.dir.path().join("artifacts"));
         // Enough workers for every Kustomization at once (the default 4 starves some).
-        let controller = kube.start_kustomize_controller(APPS.len() + 4);
+        let controller = kube.start_kustomize_controller(every_kustomization().len() + 2);
         Self {
             _controller: controller,
             server,
@@ -441,13 +467,16 @@ fn replace_secret(file: &Path, recipient: &str, work: &Path) {
 /// namespace/name (the namespace is the app's, set by its kustomization).
 fn expected_secrets() -> Vec<(String, String, Vec<String>)> {
     let mut secrets = Vec::new();
-    for file in sops_files(&repo().join(CLUSTER).join("manifests/apps")) {
-        let app = file
-            .parent()
-            .and_then(Path::file_name)
-            .expect("app folder")
-            .to_string_lossy()
-            .into_owned();
+    for file in sops_files(&repo().join(CLUSTER).join("manifests")) {
+        let folder = file.parent().expect("folder");
+        let kustomization: serde_json::Value = serde_saphyr::from_str(
+            &std::fs::read_to_string(folder.join("kustomization.yaml")).expect("kustomization"),
+        )
+        .expect("YAML");
+        let app = kustomization["namespace"]
+            .as_str()
+            .expect("the folder's kustomization sets the namespace")
+            .to_owned();
         let doc: serde_json::Value =
             serde_saphyr::from_str(&std::fs::read_to_string(&file).expect("read")).expect("YAML");
         let name = doc["metadata"]["name"].as_str().expect("name").to_owned();
@@ -527,18 +556,19 @@ fn flux_applies_the_cluster_tree_in_dependency_order_decrypts_every_secret_and_a
     // Revision 1 holds infrastructure back: the apps must wait for it.
     r.edit("infrastructure.yaml", "spec:\n", "spec:\n  suspend: true\n");
     let first = r.publish();
+    let apps = apps();
     r.kube.wait_for(
         "the apps to be blocked on infrastructure",
         RECONCILE,
         |kube| {
-            APPS.iter().all(|app| {
+            apps.iter().all(|app| {
                 ready(&kube.kustomization(app))
                     .is_some_and(|(_, reason, _)| reason == "DependencyNotReady")
             })
         },
     );
     assert!(r.applied("flux-system", &first.revision));
-    for app in APPS {
+    for app in &apps {
         let (status, _, message) = ready(&r.kube.kustomization(app)).expect("condition");
         assert_eq!(status, "False", "{app}");
         assert!(
@@ -561,11 +591,8 @@ fn flux_applies_the_cluster_tree_in_dependency_order_decrypts_every_secret_and_a
     // Revision 2: the tree as committed (but for the rehearsal's secrets and wait).
     r.edit("infrastructure.yaml", "spec:\n  suspend: true\n", "spec:\n");
     let second = r.publish();
-    let all: Vec<&str> = ["flux-system", "infrastructure"]
-        .iter()
-        .chain(APPS)
-        .copied()
-        .collect();
+    let every = every_kustomization();
+    let all: Vec<&str> = every.iter().map(String::as_str).collect();
     r.kube
         .wait_for("every Kustomization to apply revision 2", RECONCILE, |_| {
             all.iter().all(|k| r.applied(k, &second.revision))
@@ -574,7 +601,7 @@ fn flux_applies_the_cluster_tree_in_dependency_order_decrypts_every_secret_and_a
 
     // dependsOn: no app applied before infrastructure was ready.
     let infra_ready = condition_time(&r.kube.kustomization("infrastructure"));
-    for app in APPS {
+    for app in &apps {
         let applied = condition_time(&r.kube.kustomization(app));
         assert!(
             applied >= infra_ready,
@@ -695,11 +722,8 @@ fn negative_controls_the_api_server_and_flux_refuse_each_fault_with_its_own_erro
     }
     let mut r = Rehearsal::start();
     let first = r.publish();
-    let all: Vec<&str> = ["flux-system", "infrastructure"]
-        .iter()
-        .chain(APPS)
-        .copied()
-        .collect();
+    let every = every_kustomization();
+    let all: Vec<&str> = every.iter().map(String::as_str).collect();
     r.kube.wait_for("the tree to apply", RECONCILE, |_| {
         all.iter().all(|k| r.applied(k, &first.revision))
     });
@@ -984,4 +1008,222 @@ fn k3s_crds_accept_the_traefik_helm_chart_config_k3s_nix_writes_and_prune_an_unk
         serde_json::json!({"failurePolicy": "reinstall"}),
         "the unknown field should have been pruned"
     );
+}
+
+/// `homelab status --json` with only the cluster part, against the rehearsal's API server:
+/// the exit code and (level, message) by check id.
+fn cluster_status(kube: &Kube) -> (i32, BTreeMap<String, (String, String)>) {
+    let config = kube.dir.path().join("status.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state-dir = \"{}\"\n[cluster]\nkubeconfig = \"{}\"\n",
+            kube.dir.path().join("status-state").display(),
+            kube.kubeconfig.display()
+        ),
+    )
+    .expect("status config");
+    let out = Command::new(env!("CARGO_BIN_EXE_homelab"))
+        .args(["status", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .expect("homelab runs");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
+        report("homelab status", &out);
+        panic!("status printed no JSON: {err}")
+    });
+    let checks = json["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+            (s("id"), (s("level"), s("message")))
+        })
+        .collect();
+    (out.status.code().expect("exit code"), checks)
+}
+
+#[test]
+fn status_reports_each_flux_object_pod_and_claim_from_the_real_api_server() {
+    if !tools_present() {
+        return;
+    }
+    let mut r = Rehearsal::start();
+    let first = r.publish();
+    let every = every_kustomization();
+    r.kube.wait_for("the tree to apply", RECONCILE, |_| {
+        every.iter().all(|k| r.applied(k, &first.revision))
+    });
+    // No volume binder runs here: each claim gets the Bound status it would write (stand-in).
+    let claims = r.kube.get_json(&["pvc", "--all-namespaces"]);
+    for claim in claims["items"].as_array().expect("claims") {
+        bind_claim_stand_in(
+            &r.kube,
+            claim["metadata"]["namespace"].as_str().expect("namespace"),
+            claim["metadata"]["name"].as_str().expect("name"),
+            claim["spec"]["resources"]["requests"]["storage"]
+                .as_str()
+                .expect("request"),
+        );
+    }
+    let (code, checks) = cluster_status(&r.kube);
+    for k in &every {
+        let id = format!("cluster/Kustomization/flux-system/{k}");
+        assert_eq!(
+            checks.get(&id).map(|c| c.0.as_str()),
+            Some("ok"),
+            "{id}: {checks:#?}"
+        );
+        assert!(checks[&id].1.contains(&first.revision), "{id}: {checks:#?}");
+    }
+    assert_eq!(
+        checks["cluster/GitRepository/flux-system/flux-system"].0, "ok",
+        "{checks:#?}"
+    );
+    assert_eq!(checks["cluster/claims/libsql"].0, "ok", "{checks:#?}");
+    assert_eq!(code, 0, "{checks:#?}");
+
+    // Two faults Flux finds, each reported with Flux's own message.
+    let kopia_secret = r.file("manifests/apps/kopia/secret.sops.yaml");
+    let kept = std::fs::read(&kopia_secret).expect("secret");
+    let (_, stranger) = age_key(r.kube.dir.path(), "stranger-key.txt");
+    replace_secret(&kopia_secret, &stranger, r.kube.dir.path());
+    r.edit(
+        "apps.yaml",
+        "path: ./flux/clusters/azalab-0/manifests/apps/vaultwarden",
+        "path: ./flux/clusters/azalab-0/manifests/apps/vaultwarden-missing",
+    );
+    r.publish();
+    r.kube
+        .wait_for("both faults to be reported", RECONCILE, |_| {
+            r.failed("kopia")
+                .is_some_and(|(_, m)| m.contains("decryption failed"))
+                && r.failed("vaultwarden")
+                    .is_some_and(|(_, m)| m.contains("kustomization path not found"))
+        });
+    let (code, checks) = cluster_status(&r.kube);
+    assert_eq!(code, 1, "{checks:#?}");
+    let kopia = &checks["cluster/Kustomization/flux-system/kopia"];
+    assert_eq!(kopia.0, "fail", "{checks:#?}");
+    let (_, _, flux_says) = ready(&r.kube.kustomization("kopia")).expect("condition");
+    assert!(
+        kopia
+            .1
+            .contains("decryption failed for 'Secret.v1.[noGrp]/kopia'")
+            && kopia
+                .1
+                .contains(flux_says.lines().next().unwrap_or_default()),
+        "status should carry Flux's message: {kopia:?} vs {flux_says}"
+    );
+    let vaultwarden = &checks["cluster/Kustomization/flux-system/vaultwarden"];
+    assert_eq!(vaultwarden.0, "fail");
+    assert!(
+        vaultwarden.1.contains("kustomization path not found"),
+        "{vaultwarden:?}"
+    );
+    assert_eq!(checks["cluster/Kustomization/flux-system/libsql"].0, "ok");
+
+    // Fixed: every line ok again.
+    std::fs::write(&kopia_secret, kept).expect("secret");
+    r.edit("apps.yaml", "apps/vaultwarden-missing", "apps/vaultwarden");
+    let fixed = r.publish();
+    r.kube.wait_for("the fixed tree to apply", RECONCILE, |_| {
+        every.iter().all(|k| r.applied(k, &fixed.revision))
+    });
+    let (code, checks) = cluster_status(&r.kube);
+    assert_eq!(code, 0, "{checks:#?}");
+
+    // A claim no volume binds, and a pod whose container keeps crashing. No kubelet runs here:
+    // the pod's status is written through the API, as the kubelet would write it.
+    // The namespace's default ServiceAccount is made by kube-controller-manager (not here);
+    // admission refuses a pod without it.
+    let applied = |manifest: &str| {
+        let out = r.kube.apply(manifest);
+        if !out.status.success() {
+            report("kubectl apply", &out);
+            panic!("apply failed");
+        }
+    };
+    applied(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: default\n  namespace: immich\n",
+    );
+    applied(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: rehearsal-pending\n  namespace: libsql\n\
+         spec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: \"\"\n  resources:\n    requests:\n      storage: 1Gi\n",
+    );
+    applied(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: rehearsal-crashloop\n  namespace: immich\n\
+         spec:\n  containers:\n    - name: server\n      image: ghcr.io/immich-app/immich-server:v3.2.0\n",
+    );
+    let waiting = serde_json::json!({"status": {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "False"}],
+        "containerStatuses": [{
+            "name": "server", "ready": false, "restartCount": 7,
+            "image": "ghcr.io/immich-app/immich-server:v3.2.0", "imageID": "",
+            "state": {"waiting": {"reason": "CrashLoopBackOff",
+                "message": "back-off 5m0s restarting failed container=server"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                "finishedAt": kube::now_rfc3339()}},
+        }],
+    }});
+    r.kube
+        .patch_status("pod", "immich", "rehearsal-crashloop", &waiting);
+    let (code, checks) = cluster_status(&r.kube);
+    assert_eq!(code, 1, "{checks:#?}");
+    let claims = &checks["cluster/claims/libsql"];
+    assert_eq!(claims.0, "fail");
+    assert!(
+        claims.1.contains("rehearsal-pending is Pending"),
+        "{claims:?}"
+    );
+    let pods = &checks["cluster/pods/immich"];
+    assert_eq!(pods.0, "fail");
+    assert!(
+        pods.1
+            .contains("rehearsal-crashloop: container server CrashLoopBackOff (restarted 7 times)"),
+        "{pods:?}"
+    );
+    // The claim-protection finalizer is removed by kube-controller-manager, which is not here.
+    r.kube.kubectl_ok(&[
+        "patch",
+        "pvc",
+        "rehearsal-pending",
+        "-n",
+        "libsql",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    r.kube.kubectl_ok(&[
+        "delete",
+        "pvc",
+        "rehearsal-pending",
+        "-n",
+        "libsql",
+        "--wait=false",
+    ]);
+    r.kube.kubectl_ok(&[
+        "delete",
+        "pod",
+        "rehearsal-crashloop",
+        "-n",
+        "immich",
+        "--grace-period=0",
+        "--force",
+    ]);
+    r.kube
+        .wait_for("the stand-in pod and claim to go", RECONCILE, |kube| {
+            !kube
+                .kubectl(&["get", "pod", "rehearsal-crashloop", "-n", "immich"])
+                .status
+                .success()
+                && !kube
+                    .kubectl(&["get", "pvc", "rehearsal-pending", "-n", "libsql"])
+                    .status
+                    .success()
+        });
+    let (code, checks) = cluster_status(&r.kube);
+    assert_eq!(code, 0, "{checks:#?}");
 }

@@ -26,6 +26,9 @@ const IMAGE_ENV: [(&str, &str); 5] = [
 ];
 const CLIENT_USER: &str = "aiden@macbook";
 const CLIENT_PASSWORD: &str = "laptop password";
+/// A Cloudflare Access service token (made up: the stand-in tunnel only records it).
+const ACCESS_CLIENT_ID: &str = "3f9c2a7e.access";
+const ACCESS_CLIENT_SECRET: &str = "made-up service token secret";
 
 /// The Deployment's scripts, mounts and port, from the manifest.
 struct Manifest {
@@ -301,12 +304,16 @@ fn the_laptop_backs_up_through_the_tunnel_to_the_server_the_cluster_runs_and_kee
     );
 }
 
-/// A stand-in for `cloudflared` that `homelab client` starts: the TCP forwarder above.
+/// A stand-in for `cloudflared` that `homelab client` starts: the TCP forwarder above. It
+/// first records its argv and the service token cloudflared would read from its environment
+/// (TUNNEL_SERVICE_TOKEN_ID/SECRET, the EnvVars of `access tcp`'s --service-token-* flags in
+/// cloudflare/cloudflared cmd/cloudflared/access/cmd.go) in `cloudflared.calls`.
 fn cloudflared_stand_in(lab: &Lab) -> PathBuf {
     common::script(
         &lab.path("cloudflared"),
         &format!(
-            "#!/bin/sh\nexec python3 {} \"$@\"\n",
+            "#!/bin/sh\nprintf 'argv: %s\\nid: %s\\nsecret: %s\\n' \"$*\" \"$TUNNEL_SERVICE_TOKEN_ID\" \"$TUNNEL_SERVICE_TOKEN_SECRET\" >> '{}'\nexec python3 {} \"$@\"\n",
+            lab.path("cloudflared.calls").display(),
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("tests/support/tcp_forwarder.py")
                 .display()
@@ -401,14 +408,18 @@ fn homelab_client_sets_up_backs_up_through_the_tunnel_and_always_closes_it() {
             "--hostname",
             "localhost",
             "--password-stdin",
+            "--service-token-id",
+            ACCESS_CLIENT_ID,
+            "--service-token-secret-stdin",
         ],
-        Some(&format!("{CLIENT_PASSWORD}\n")),
+        Some(&format!("{CLIENT_PASSWORD}\n{ACCESS_CLIENT_SECRET}\n")),
     );
     assert_eq!(out.status.code(), Some(0));
     let said = common::stdout(&out);
     for step in [
         "wrote the configuration",
         "stored the server password",
+        "stored the Cloudflare Access service token",
         "certificate pinned",
         "wrote the launchd agent",
     ] {
@@ -466,6 +477,29 @@ fn homelab_client_sets_up_backs_up_through_the_tunnel_and_always_closes_it() {
     // A backup through the tunnel; the tunnel is gone afterwards.
     let out = run(&["backup"], None);
     assert_eq!(out.status.code(), Some(0));
+    // The tunnel authenticated with the service token, which reached cloudflared through its
+    // environment only: never in its argv, nor in the launchd agent.
+    let calls = std::fs::read_to_string(lab.path("cloudflared.calls")).expect("calls");
+    assert!(
+        calls.contains(&format!("id: {ACCESS_CLIENT_ID}\n")),
+        "{calls}"
+    );
+    assert!(
+        calls.contains(&format!("secret: {ACCESS_CLIENT_SECRET}\n")),
+        "{calls}"
+    );
+    for line in calls.lines().filter(|l| l.starts_with("argv: ")) {
+        assert!(
+            line.starts_with("argv: access tcp --hostname localhost --url 127.0.0.1:"),
+            "{line}"
+        );
+        assert!(
+            !line.contains(ACCESS_CLIENT_SECRET),
+            "the secret is in argv: {line}"
+        );
+    }
+    let plist_text = std::fs::read_to_string(&plist_path).expect("plist");
+    assert!(!plist_text.contains(ACCESS_CLIENT_SECRET) && !plist_text.contains(CLIENT_PASSWORD));
     assert!(
         tunnels_on(port).is_empty(),
         "the tunnel is closed after a good run"
@@ -526,6 +560,49 @@ fn homelab_client_sets_up_backs_up_through_the_tunnel_and_always_closes_it() {
     let out = run(&["status"], None);
     assert_eq!(out.status.code(), Some(1), "the failed run shows in status");
 
+    // A cloudflared that cannot open the tunnel: its own words and exit status are shown.
+    let refusing = common::script(
+        &lab.path("cloudflared-refusing"),
+        "#!/bin/sh\necho 'failed to connect to origin: websocket: bad handshake' >&2\nexit 3\n",
+    );
+    let out = client(&["backup"])
+        .env("HOMELAB_CLOUDFLARED", &refusing)
+        .output()
+        .expect("homelab runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cloudflared exited (exit status: 3)")
+            && err.contains("websocket: bad handshake"),
+        "{err}"
+    );
+
+    // Without a stored service token the run fails at once and says how to store one, instead
+    // of leaving cloudflared waiting for a browser login nobody will do.
+    std::fs::remove_file(home.join(".local/state/homelab-client/access-client-secret"))
+        .expect("rm");
+    let out = run(&["backup"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("homelab client setup --service-token-id"),
+        "{}",
+        stderr(&out)
+    );
+    // Every run, good or not, says so on the screen when the last good snapshot is too old.
+    let state_file = home.join(".local/state/homelab-client/state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).expect("state")).expect("JSON");
+    for (_, source) in state["sources"].as_object_mut().expect("sources") {
+        source["last-snapshot"] = (unix_now() - 4 * 86_400).into();
+    }
+    std::fs::write(&state_file, serde_json::to_vec(&state).expect("JSON")).expect("state");
+    let out = run(&["backup"], None);
+    assert!(
+        stderr(&out).contains("backups are older than their objective"),
+        "{}",
+        stderr(&out)
+    );
+
     // A bad configuration is located.
     std::fs::write(&config, "server-hostname = \"kopia.aza.network\"\nserver-fingerprint = \"abc\"\nuser = \"aiden@macbook\"\n")
         .expect("config");
@@ -536,4 +613,11 @@ fn homelab_client_sets_up_backs_up_through_the_tunnel_and_always_closes_it() {
         "{}",
         stderr(&out)
     );
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
 }

@@ -5,8 +5,9 @@ use std::net::ToSocketAddrs as _;
 
 use clap::Args;
 
+use super::macos::Secret;
 use super::status::{ClientState, SourceResult};
-use super::{ConfigArg, Tunnel, home, load, macos, password_file};
+use super::{ConfigArg, Tunnel, home, load, macos};
 use crate::clock::unix_now;
 use crate::exit::ExitStatus;
 use crate::kopia::Kopia;
@@ -23,6 +24,20 @@ pub fn run(cmd: &BackupCmd) -> anyhow::Result<ExitStatus> {
         Ok(loaded) => loaded,
         Err(status) => return Ok(status),
     };
+    let home = home()?;
+    let state_dir = config.state_dir(&home);
+    let outcome = back_up(&config, &home, &state_dir);
+    // Whatever happened today (skipped, failed, or good), a laptop whose last good snapshot is
+    // older than its objective says so on its screen: nobody reads the agent's log.
+    warn_if_stale(&config, &home, &state_dir);
+    outcome
+}
+
+fn back_up(
+    config: &super::config::ClientConfig,
+    home: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<ExitStatus> {
     let min = *config.min_battery_percent.get_ref();
     if let Some(percent) = macos::battery_percent()
         && percent < min
@@ -35,9 +50,8 @@ pub fn run(cmd: &BackupCmd) -> anyhow::Result<ExitStatus> {
         println!("skipped: offline (cannot resolve {hostname})");
         return Ok(ExitStatus::Success);
     }
-    let home = home()?;
-    let state_dir = config.state_dir(&home);
-    let Some(password) = macos::read_password(config.user.get_ref(), &password_file(&state_dir))?
+    let Some(password) =
+        macos::read_secret(Secret::ServerPassword, config.user.get_ref(), state_dir)?
     else {
         eprintln!("error: no server password is stored: run `homelab client setup` first");
         return Ok(ExitStatus::Error);
@@ -47,9 +61,9 @@ pub fn run(cmd: &BackupCmd) -> anyhow::Result<ExitStatus> {
         return Ok(ExitStatus::Error);
     }
     let cancel = Cancel::install()?.with_time_limit(config.time_limit);
-    let sources = config.source_paths(&home);
+    let sources = config.source_paths(home);
     let (present, missing): (Vec<_>, Vec<_>) = sources.iter().partition(|p| p.is_dir());
-    let tunnel = Tunnel::open(&config, &cancel)?;
+    let tunnel = Tunnel::open(config, state_dir, &cancel)?;
     let kopia = Kopia::new(state_dir.join("kopia"), password, cancel);
     let run_id = unix_now().to_string();
     let paths: Vec<&std::path::Path> = present.iter().map(|p| p.as_path()).collect();
@@ -61,7 +75,7 @@ pub fn run(cmd: &BackupCmd) -> anyhow::Result<ExitStatus> {
         None,
     );
     drop(tunnel);
-    let mut state = ClientState::load(&state_dir);
+    let mut state = ClientState::load(state_dir);
     let mut failures = Vec::new();
     for path in &sources {
         let shown = path.display().to_string();
@@ -99,7 +113,7 @@ pub fn run(cmd: &BackupCmd) -> anyhow::Result<ExitStatus> {
         };
         state.sources.insert(shown, result);
     }
-    state.save(&state_dir)?;
+    state.save(state_dir)?;
     if failures.is_empty() {
         Ok(ExitStatus::Success)
     } else {
@@ -107,4 +121,43 @@ pub fn run(cmd: &BackupCmd) -> anyhow::Result<ExitStatus> {
         macos::notify("homelab backup failed", &failures.join("\n"));
         Ok(ExitStatus::Failure)
     }
+}
+
+/// A notification (and a log line) when the oldest of the sources' last good snapshots is
+/// older than `rpo`.
+fn warn_if_stale(
+    config: &super::config::ClientConfig,
+    home: &std::path::Path,
+    state_dir: &std::path::Path,
+) {
+    let state = ClientState::load(state_dir);
+    let now = unix_now();
+    let stale: Vec<String> = config
+        .source_paths(home)
+        .iter()
+        .filter_map(|path| {
+            let shown = path.display().to_string();
+            let last = state.sources.get(&shown).and_then(|r| r.last_snapshot);
+            match last {
+                Some(t) if now.saturating_sub(t) <= config.rpo.as_secs() => None,
+                Some(t) => Some(format!(
+                    "{shown}: last good snapshot {} ago",
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        now.saturating_sub(t) / 60 * 60
+                    ))
+                )),
+                None => Some(format!("{shown}: no good snapshot yet")),
+            }
+        })
+        .collect();
+    if stale.is_empty() {
+        return;
+    }
+    let text = format!(
+        "{}\n(objective: {}; see `homelab client status`)",
+        stale.join("\n"),
+        humantime::format_duration(config.rpo)
+    );
+    tracing::warn!("backups are older than their objective: {text}");
+    macos::notify("homelab: backups are out of date", &text);
 }

@@ -35,6 +35,11 @@ pub struct ClientConfig {
     /// On battery below this charge the run is skipped.
     #[serde(default = "defaults::min_battery_percent")]
     pub min_battery_percent: Spanned<u8>,
+    /// A source whose last good snapshot is older than this is stale: `client status` fails
+    /// and every run shows a notification until a snapshot succeeds. The host's `homelab
+    /// status` holds the laptop to the same objective (homelab.toml `[[status.client]]`).
+    #[serde(default = "defaults::rpo", with = "humantime_serde")]
+    pub rpo: Duration,
     /// The longest a run may take; the tunnel and kopia are stopped after it.
     #[serde(default = "defaults::time_limit", with = "humantime_serde")]
     pub time_limit: Duration,
@@ -77,6 +82,9 @@ mod defaults {
     }
     pub fn time_limit() -> Duration {
         Duration::from_secs(4 * 3600)
+    }
+    pub fn rpo() -> Duration {
+        Duration::from_secs(3 * 24 * 3600)
     }
 }
 
@@ -136,6 +144,13 @@ impl ClientConfig {
                 "sources",
                 &self.sources,
                 "at least one folder, each absolute or starting with ~/",
+            ));
+        }
+        if self.rpo.is_zero() {
+            return Err((
+                "rpo".into(),
+                0..0,
+                "expected an objective longer than zero".into(),
             ));
         }
         if self.time_limit.is_zero() {

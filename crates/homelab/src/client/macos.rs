@@ -10,7 +10,34 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
-const KEYCHAIN_SERVICE: &str = "homelab-kopia-server";
+/// What the login Keychain keeps for the client, each under the Kopia account's name.
+#[derive(Debug, Clone, Copy)]
+pub enum Secret {
+    /// The Kopia server account's password.
+    ServerPassword,
+    /// The Cloudflare Access service token that opens the tunnel without a browser.
+    AccessClientId,
+    AccessClientSecret,
+}
+
+impl Secret {
+    fn service(self) -> &'static str {
+        match self {
+            Secret::ServerPassword => "homelab-kopia-server",
+            Secret::AccessClientId => "homelab-cloudflare-access-id",
+            Secret::AccessClientSecret => "homelab-cloudflare-access-secret",
+        }
+    }
+
+    /// Where it lives where there is no Keychain (the tests on Linux): a 0600 file.
+    pub fn fallback_file(self, state_dir: &Path) -> std::path::PathBuf {
+        state_dir.join(match self {
+            Secret::ServerPassword => "server-password",
+            Secret::AccessClientId => "access-client-id",
+            Secret::AccessClientSecret => "access-client-secret",
+        })
+    }
+}
 
 fn is_macos() -> bool {
     cfg!(target_os = "macos")
@@ -23,8 +50,14 @@ fn output(program: &str, args: &[&str]) -> anyhow::Result<std::process::Output> 
         .with_context(|| format!("cannot run {program}"))
 }
 
-/// Stores the Kopia server password; returns where.
-pub fn store_password(account: &str, password: &str, fallback: &Path) -> anyhow::Result<String> {
+/// Stores a secret for `account`; returns where.
+pub fn store_secret(
+    secret: Secret,
+    account: &str,
+    value: &str,
+    state_dir: &Path,
+) -> anyhow::Result<String> {
+    let fallback = &secret.fallback_file(state_dir);
     if is_macos() {
         // `security` takes the password as an argument: briefly visible to this user's own
         // processes, never written to disk outside the Keychain.
@@ -34,11 +67,11 @@ pub fn store_password(account: &str, password: &str, fallback: &Path) -> anyhow:
                 "add-generic-password",
                 "-U",
                 "-s",
-                KEYCHAIN_SERVICE,
+                secret.service(),
                 "-a",
                 account,
                 "-w",
-                password,
+                value,
             ],
         )?;
         if !out.status.success() {
@@ -47,7 +80,7 @@ pub fn store_password(account: &str, password: &str, fallback: &Path) -> anyhow:
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        return Ok(format!("the login Keychain (service {KEYCHAIN_SERVICE})"));
+        return Ok(format!("the login Keychain (service {})", secret.service()));
     }
     if let Some(dir) = fallback.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -59,21 +92,26 @@ pub fn store_password(account: &str, password: &str, fallback: &Path) -> anyhow:
         .mode(0o600)
         .open(fallback)
         .with_context(|| format!("cannot create {}", fallback.display()))?;
-    file.write_all(password.as_bytes())
+    file.write_all(value.as_bytes())
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", fallback.display()))?;
     Ok(format!("{} (mode 0600)", fallback.display()))
 }
 
-/// The stored password, if any.
-pub fn read_password(account: &str, fallback: &Path) -> anyhow::Result<Option<String>> {
+/// The stored secret, if any.
+pub fn read_secret(
+    secret: Secret,
+    account: &str,
+    state_dir: &Path,
+) -> anyhow::Result<Option<String>> {
+    let fallback = &secret.fallback_file(state_dir);
     if is_macos() {
         let out = output(
             "security",
             &[
                 "find-generic-password",
                 "-s",
-                KEYCHAIN_SERVICE,
+                secret.service(),
                 "-a",
                 account,
                 "-w",

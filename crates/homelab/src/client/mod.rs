@@ -87,47 +87,73 @@ pub fn home() -> anyhow::Result<PathBuf> {
         .context("HOME is not set")
 }
 
-/// Where the fallback password file lives (macOS keeps it in the Keychain instead).
-fn password_file(state_dir: &Path) -> PathBuf {
-    state_dir.join("server-password")
-}
-
 /// The tunnel to the Kopia server: `cloudflared access tcp` on the configured loopback port,
-/// stopped when dropped (on success, error and signal; on Linux also when we are killed).
+/// authenticated to Cloudflare Access with the stored service token (never a browser: the
+/// daily run has no person in front of it), stopped when dropped (on success, error and signal;
+/// on Linux also when we are killed).
 struct Tunnel {
     _child: Background,
     url: String,
 }
 
+/// How much of cloudflared's log a failure shows.
+const LOG_TAIL_LINES: usize = 10;
+
 impl Tunnel {
-    fn open(config: &ClientConfig, cancel: &Cancel) -> anyhow::Result<Self> {
+    fn open(config: &ClientConfig, state_dir: &Path, cancel: &Cancel) -> anyhow::Result<Self> {
         let port = *config.local_port.get_ref();
         std::net::TcpListener::bind(("127.0.0.1", port)).with_context(|| {
             format!("local-port {port} is taken by another program; choose another in the config")
         })?;
+        let account = config.user.get_ref();
+        let token = (
+            macos::read_secret(macos::Secret::AccessClientId, account, state_dir)?,
+            macos::read_secret(macos::Secret::AccessClientSecret, account, state_dir)?,
+        );
+        let (Some(id), Some(secret)) = token else {
+            anyhow::bail!(
+                "no Cloudflare Access service token is stored, and without one cloudflared would \
+                 wait for a browser login: run `homelab client setup --service-token-id <ID> \
+                 --service-token-secret-stdin` (docs: macbook/README.md)"
+            );
+        };
         let program =
             std::env::var_os(env_vars::HOMELAB_CLOUDFLARED).unwrap_or_else(|| "cloudflared".into());
         let mut command = std::process::Command::new(program);
+        // The token goes through cloudflared's environment (its flags' EnvVars), never argv,
+        // where any process could read it.
         command
             .args(["access", "tcp", "--hostname"])
             .arg(config.server_hostname.get_ref())
             .arg("--url")
-            .arg(format!("127.0.0.1:{port}"));
-        let mut child = Background::spawn(&mut command).context("cannot start cloudflared")?;
+            .arg(format!("127.0.0.1:{port}"))
+            .env(env_vars::TUNNEL_SERVICE_TOKEN_ID, id.trim())
+            .env(env_vars::TUNNEL_SERVICE_TOKEN_SECRET, secret.trim());
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("cannot create {}", state_dir.display()))?;
+        let log_path = state_dir.join("cloudflared.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let mut child =
+            Background::spawn(&mut command, Some(log)).context("cannot start cloudflared")?;
         tracing::info!(pid = child.id(), port, "tunnel starting");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 break;
             }
-            anyhow::ensure!(
-                child.is_running(),
-                "cloudflared exited before the tunnel opened"
-            );
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "the tunnel did not open within 30 s"
-            );
+            if let Some(status) = child.exited() {
+                anyhow::bail!(
+                    "cloudflared exited ({status}) before the tunnel opened; it said:\n{}",
+                    log_tail(&log_path)
+                );
+            }
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "the tunnel did not open within 30 s; cloudflared said:\n{}",
+                    log_tail(&log_path)
+                );
+            }
             if !cancel.sleep(Duration::from_millis(100)) {
                 anyhow::bail!("stopped: {}", cancel.reason());
             }
@@ -137,4 +163,26 @@ impl Tunnel {
             url: format!("https://127.0.0.1:{port}"),
         })
     }
+}
+
+/// The last lines of cloudflared's log, control characters escaped.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read(path)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
+    let lines: Vec<String> = text
+        .lines()
+        .rev()
+        .take(LOG_TAIL_LINES)
+        .map(|line| line.escape_debug().to_string())
+        .collect();
+    if lines.is_empty() {
+        return "  (nothing)".to_owned();
+    }
+    lines
+        .into_iter()
+        .rev()
+        .map(|line| format!("  {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -7,7 +7,8 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::config::{ClientConfig, render_new};
-use super::{AGENT_LABEL, ConfigArg, Tunnel, home, load, macos, password_file};
+use super::macos::Secret;
+use super::{AGENT_LABEL, ConfigArg, Tunnel, home, load, macos};
 use crate::exit::ExitStatus;
 use crate::files::write_atomically;
 use crate::kopia::Kopia;
@@ -29,6 +30,28 @@ pub struct SetupCmd {
     /// Read the server account's password from standard input (first line).
     #[arg(long)]
     pub password_stdin: bool,
+    /// Client ID of the Cloudflare Access service token that opens the tunnel unattended.
+    #[arg(long, value_name = "ID", requires = "service_token_secret_stdin")]
+    pub service_token_id: Option<String>,
+    /// Read the service token's client secret from standard input (the line after the
+    /// password when --password-stdin is given too).
+    #[arg(long, requires = "service_token_id")]
+    pub service_token_secret_stdin: bool,
+}
+
+/// The next line of standard input, without its line ending; empty is an error.
+fn stdin_line(what: &str) -> anyhow::Result<Option<String>> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .with_context(|| format!("cannot read the {what} from standard input"))?;
+    let value = line.trim_end_matches(['\n', '\r']).to_owned();
+    if value.is_empty() {
+        eprintln!("error: the {what} line of standard input is empty");
+        return Ok(None);
+    }
+    Ok(Some(value))
 }
 
 pub fn run(cmd: &SetupCmd) -> anyhow::Result<ExitStatus> {
@@ -65,21 +88,14 @@ pub fn run(cmd: &SetupCmd) -> anyhow::Result<ExitStatus> {
     let state_dir = config.state_dir(&home);
     let account = config.user.get_ref().as_str();
     let password = if cmd.password_stdin {
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("cannot read the password from standard input")?;
-        let password = line.trim_end_matches(['\n', '\r']).to_owned();
-        if password.is_empty() {
-            eprintln!("error: --password-stdin: the first line of standard input is empty");
+        let Some(password) = stdin_line("password (--password-stdin)")? else {
             return Ok(ExitStatus::Error);
-        }
-        let place = macos::store_password(account, &password, &password_file(&state_dir))?;
+        };
+        let place = macos::store_secret(Secret::ServerPassword, account, &password, &state_dir)?;
         println!("stored the server password in {place}");
         password
     } else {
-        match macos::read_password(account, &password_file(&state_dir))? {
+        match macos::read_secret(Secret::ServerPassword, account, &state_dir)? {
             Some(password) => {
                 println!("kept the stored server password");
                 password
@@ -92,8 +108,17 @@ pub fn run(cmd: &SetupCmd) -> anyhow::Result<ExitStatus> {
             }
         }
     };
+    if let Some(id) = &cmd.service_token_id {
+        let Some(secret) = stdin_line("service token secret (--service-token-secret-stdin)")?
+        else {
+            return Ok(ExitStatus::Error);
+        };
+        macos::store_secret(Secret::AccessClientId, account, id, &state_dir)?;
+        let place = macos::store_secret(Secret::AccessClientSecret, account, &secret, &state_dir)?;
+        println!("stored the Cloudflare Access service token in {place}");
+    }
     let cancel = Cancel::install()?.with_time_limit(config.time_limit);
-    let tunnel = Tunnel::open(&config, &cancel)?;
+    let tunnel = Tunnel::open(&config, &state_dir, &cancel)?;
     let kopia = Kopia::new(state_dir.join("kopia"), password, cancel.clone());
     let (user, host) = config.user_and_host();
     kopia.connect_server(&tunnel.url, config.server_fingerprint.get_ref(), user, host)?;

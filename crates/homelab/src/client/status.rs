@@ -13,9 +13,6 @@ use crate::clock::unix_now;
 use crate::exit::ExitStatus;
 use crate::files::write_atomically;
 
-/// A daily schedule plus slack for a laptop that was asleep or away.
-const STALE_AFTER: Duration = Duration::from_secs(26 * 3600);
-
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ClientState {
@@ -96,7 +93,7 @@ pub fn run(cmd: &StatusCmd) -> anyhow::Result<ExitStatus> {
                 last_snapshot_id: result.and_then(|r| r.snapshot_id.clone()),
                 age_seconds: age,
                 last_run_ok: result.map(|r| r.last_ok),
-                stale: age.is_none_or(|a| a > STALE_AFTER.as_secs()),
+                stale: age.is_none_or(|a| a > config.rpo.as_secs()),
                 path: shown,
             }
         })
