@@ -23,6 +23,7 @@ let
     notify:
       webhook-url: http://127.0.0.1:9/
       matrix-token: test
+      heartbeat-url: http://127.0.0.1:9/ping
     YAML
     sops encrypt --age "$recipient" --input-type yaml --output-type yaml secrets.yaml > $out/secrets.sops.yaml
   '';
@@ -87,6 +88,17 @@ in
     with subtest("/etc/homelab/source holds the flake source"):
         server.succeed("test -f /etc/homelab/source/flake.nix")
         server.succeed("test -f /etc/homelab/source/homelab.toml")
+
+    with subtest("homelab status: its timers, its config, the node exporter on loopback only"):
+        server.succeed("systemctl cat homelab-status.timer | grep -F 'OnCalendar=*:0/5'")
+        server.succeed("systemctl cat homelab-status-summary.timer | grep -F 'OnCalendar=*-*-* 08:00:00'")
+        server.succeed("test -s /etc/homelab/source-revision")
+        server.wait_for_open_port(9100, "127.0.0.1")
+        client.fail("nc -z -w 5 server 9100")
+        # Exit 0 or 1 (much is not ok in a test VM), never 2: the generated config loads.
+        code, output = server.execute("homelab status --json")
+        assert code in (0, 1), output
+        assert "host/generation" in output, output
 
     with subtest("k3s and the Flux bootstrap"):
         server.succeed("systemctl is-enabled k3s.service")
