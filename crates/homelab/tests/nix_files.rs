@@ -356,6 +356,17 @@ fn the_facts_file_holds_what_the_design_fixes() {
         ],
         "kopia and photos sit behind Cloudflare Access; vault must not"
     );
+    // The status endpoints the host adds open no port: loopback only, and the module says so.
+    for key in ["tunnel-metrics", "node-exporter"] {
+        let address = facts["status"][key].as_str().expect(key);
+        assert!(address.starts_with("127.0.0.1:"), "{key} = {address}");
+    }
+    let module = std::fs::read_to_string(repo().join("nixos/modules/status.nix")).expect("module");
+    assert!(
+        module.contains("openFirewall = false;"),
+        "the node exporter opens no port"
+    );
+    assert!(module.contains("listenAddress = builtins.elemAt node 0;"));
 }
 
 #[test]
