@@ -1315,7 +1315,8 @@ impl<'a> Checker<'a> {
     fn alerts(&mut self) {
         let tree = self.tree;
         let facts = &tree.facts.backup;
-        let mut routes: Vec<(&Object, Vec<(String, String, String)>)> = Vec::new();
+        // Per delivering Alert: its event sources as (kind, namespace, name).
+        let mut routes: Vec<Vec<(String, String, String)>> = Vec::new();
         for alert in self.objects().filter(|o| kind(&o.node) == "Alert") {
             let ns = namespace(&alert.node);
             let spec = alert.node.get("spec").unwrap_or(&alert.node);
@@ -1358,7 +1359,7 @@ impl<'a> Checker<'a> {
                     )
                 })
                 .collect();
-            routes.push((alert, sources));
+            routes.push(sources);
         }
         for object in self
             .objects()
@@ -1374,7 +1375,7 @@ impl<'a> Checker<'a> {
                 namespace(&object.node),
                 name(&object.node),
             );
-            let covered = routes.iter().any(|(_, sources)| {
+            let covered = routes.iter().any(|sources| {
                 sources
                     .iter()
                     .any(|(sk, sns, sn)| sk == k && *sns == ns && (sn == "*" || *sn == n))

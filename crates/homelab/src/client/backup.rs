@@ -5,7 +5,7 @@ use std::net::ToSocketAddrs as _;
 
 use clap::Args;
 
-use super::macos::Secret;
+use super::macos::KeychainItem;
 use super::status::{ClientState, SourceResult};
 use super::{ConfigArg, Tunnel, home, load, macos};
 use crate::clock::unix_now;
@@ -50,8 +50,11 @@ fn back_up(
         println!("skipped: offline (cannot resolve {hostname})");
         return Ok(ExitStatus::Success);
     }
-    let Some(password) =
-        macos::read_secret(Secret::ServerPassword, config.user.get_ref(), state_dir)?
+    let Some(password) = macos::read_secret(
+        KeychainItem::ServerPassword,
+        config.user.get_ref(),
+        state_dir,
+    )?
     else {
         eprintln!("error: no server password is stored: run `homelab client setup` first");
         return Ok(ExitStatus::Error);

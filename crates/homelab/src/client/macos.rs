@@ -12,29 +12,29 @@ use anyhow::{Context as _, bail};
 
 /// What the login Keychain keeps for the client, each under the Kopia account's name.
 #[derive(Debug, Clone, Copy)]
-pub enum Secret {
+pub enum KeychainItem {
     /// The Kopia server account's password.
     ServerPassword,
     /// The Cloudflare Access service token that opens the tunnel without a browser.
-    AccessClientId,
-    AccessClientSecret,
+    AccessId,
+    AccessSecret,
 }
 
-impl Secret {
+impl KeychainItem {
     fn service(self) -> &'static str {
         match self {
-            Secret::ServerPassword => "homelab-kopia-server",
-            Secret::AccessClientId => "homelab-cloudflare-access-id",
-            Secret::AccessClientSecret => "homelab-cloudflare-access-secret",
+            KeychainItem::ServerPassword => "homelab-kopia-server",
+            KeychainItem::AccessId => "homelab-cloudflare-access-id",
+            KeychainItem::AccessSecret => "homelab-cloudflare-access-secret",
         }
     }
 
     /// Where it lives where there is no Keychain (the tests on Linux): a 0600 file.
     pub fn fallback_file(self, state_dir: &Path) -> std::path::PathBuf {
         state_dir.join(match self {
-            Secret::ServerPassword => "server-password",
-            Secret::AccessClientId => "access-client-id",
-            Secret::AccessClientSecret => "access-client-secret",
+            KeychainItem::ServerPassword => "server-password",
+            KeychainItem::AccessId => "access-client-id",
+            KeychainItem::AccessSecret => "access-client-secret",
         })
     }
 }
@@ -52,12 +52,12 @@ fn output(program: &str, args: &[&str]) -> anyhow::Result<std::process::Output> 
 
 /// Stores a secret for `account`; returns where.
 pub fn store_secret(
-    secret: Secret,
+    item: KeychainItem,
     account: &str,
     value: &str,
     state_dir: &Path,
 ) -> anyhow::Result<String> {
-    let fallback = &secret.fallback_file(state_dir);
+    let fallback = &item.fallback_file(state_dir);
     if is_macos() {
         // `security` takes the password as an argument: briefly visible to this user's own
         // processes, never written to disk outside the Keychain.
@@ -67,7 +67,7 @@ pub fn store_secret(
                 "add-generic-password",
                 "-U",
                 "-s",
-                secret.service(),
+                item.service(),
                 "-a",
                 account,
                 "-w",
@@ -80,7 +80,7 @@ pub fn store_secret(
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        return Ok(format!("the login Keychain (service {})", secret.service()));
+        return Ok(format!("the login Keychain (service {})", item.service()));
     }
     if let Some(dir) = fallback.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -100,18 +100,18 @@ pub fn store_secret(
 
 /// The stored secret, if any.
 pub fn read_secret(
-    secret: Secret,
+    item: KeychainItem,
     account: &str,
     state_dir: &Path,
 ) -> anyhow::Result<Option<String>> {
-    let fallback = &secret.fallback_file(state_dir);
+    let fallback = &item.fallback_file(state_dir);
     if is_macos() {
         let out = output(
             "security",
             &[
                 "find-generic-password",
                 "-s",
-                secret.service(),
+                item.service(),
                 "-a",
                 account,
                 "-w",

@@ -107,8 +107,8 @@ impl Tunnel {
         })?;
         let account = config.user.get_ref();
         let token = (
-            macos::read_secret(macos::Secret::AccessClientId, account, state_dir)?,
-            macos::read_secret(macos::Secret::AccessClientSecret, account, state_dir)?,
+            macos::read_secret(macos::KeychainItem::AccessId, account, state_dir)?,
+            macos::read_secret(macos::KeychainItem::AccessSecret, account, state_dir)?,
         );
         let (Some(id), Some(secret)) = token else {
             anyhow::bail!(

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::config::{ClientConfig, render_new};
-use super::macos::Secret;
+use super::macos::KeychainItem;
 use super::{AGENT_LABEL, ConfigArg, Tunnel, home, load, macos};
 use crate::exit::ExitStatus;
 use crate::files::write_atomically;
@@ -91,11 +91,12 @@ pub fn run(cmd: &SetupCmd) -> anyhow::Result<ExitStatus> {
         let Some(password) = stdin_line("password (--password-stdin)")? else {
             return Ok(ExitStatus::Error);
         };
-        let place = macos::store_secret(Secret::ServerPassword, account, &password, &state_dir)?;
+        let place =
+            macos::store_secret(KeychainItem::ServerPassword, account, &password, &state_dir)?;
         println!("stored the server password in {place}");
         password
     } else {
-        match macos::read_secret(Secret::ServerPassword, account, &state_dir)? {
+        match macos::read_secret(KeychainItem::ServerPassword, account, &state_dir)? {
             Some(password) => {
                 println!("kept the stored server password");
                 password
@@ -113,8 +114,8 @@ pub fn run(cmd: &SetupCmd) -> anyhow::Result<ExitStatus> {
         else {
             return Ok(ExitStatus::Error);
         };
-        macos::store_secret(Secret::AccessClientId, account, id, &state_dir)?;
-        let place = macos::store_secret(Secret::AccessClientSecret, account, &secret, &state_dir)?;
+        macos::store_secret(KeychainItem::AccessId, account, id, &state_dir)?;
+        let place = macos::store_secret(KeychainItem::AccessSecret, account, &secret, &state_dir)?;
         println!("stored the Cloudflare Access service token in {place}");
     }
     let cancel = Cancel::install()?.with_time_limit(config.time_limit);
