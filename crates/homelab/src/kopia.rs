@@ -123,6 +123,14 @@ impl Manifest {
     }
 }
 
+/// A stored blob as `blob list --json` prints it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Blob {
+    pub id: String,
+    #[serde(default)]
+    pub length: u64,
+}
+
 /// One defined policy as `policy list --json` prints it.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -482,6 +490,24 @@ impl Kopia {
         self.run_json(&["snapshot", "list", "--all", "--json", "--incomplete"])
     }
 
+    /// Every blob in the repository's storage, with its size (a listing: nothing downloaded).
+    pub fn blobs(&self) -> Result<Vec<Blob>, KopiaError> {
+        self.run_json(&["blob", "list", "--json"])
+    }
+
+    /// The raw bytes of one blob, as stored.
+    pub fn blob_bytes(&self, id: &str) -> Result<Vec<u8>, KopiaError> {
+        self.run(&["blob", "show", id]).map(|done| done.stdout)
+    }
+
+    /// Deletes blobs from storage (kopia calls this dangerous: only damaged mirror copies,
+    /// which the next `sync-to` uploads again from the local repository).
+    pub fn delete_blobs(&self, ids: &[&str]) -> Result<(), KopiaError> {
+        let mut args = vec!["blob", "delete", "--dangerous-commands=enabled"];
+        args.extend(ids);
+        self.run(&args).map(drop)
+    }
+
     /// Checks that every file of the snapshot is backed by packs that exist (no download).
     pub fn verify_snapshot(&self, id: &str) -> Result<(), KopiaError> {
         self.run(&["snapshot", "verify", id, "--verify-files-percent=0"])
@@ -539,9 +565,10 @@ impl Kopia {
         self.run(&["snapshot", "restore", id, &target]).map(drop)
     }
 
-    /// Connects this client, read-only, straight to the S3 mirror. The keys reach kopia through
-    /// its environment; kopia then keeps them in its client config (see `offsite::Mirror`).
-    pub fn connect_s3_readonly(&self, target: &S3Target<'_>) -> Result<(), KopiaError> {
+    /// Connects this client straight to the S3 mirror, read-only unless `repair` (deleting a
+    /// damaged blob needs a writable connection). The keys reach kopia through its
+    /// environment; kopia then keeps them in its client config (see `offsite::Mirror`).
+    pub fn connect_s3(&self, target: &S3Target<'_>, repair: bool) -> Result<(), KopiaError> {
         let cache = self.prepare_dir()?;
         let mut args = vec![
             "repository",
@@ -553,10 +580,12 @@ impl Kopia {
             target.endpoint,
             "--region",
             target.region,
-            "--readonly",
             "--cache-directory",
             &cache,
         ];
+        if !repair {
+            args.push("--readonly");
+        }
         if !target.tls {
             args.push("--disable-tls");
         }

@@ -230,3 +230,137 @@ fn verify_reports_a_corrupted_blob() {
     );
     assert!(stdout(&out).is_empty());
 }
+
+/// The bytes of a blob in the local repository, as kopia stores them.
+fn local_blob(lab: &Lab, id: &str) -> Vec<u8> {
+    let out = lab.kopia(&["blob", "show", id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    out.stdout
+}
+
+#[test]
+fn a_damaged_mirror_is_found_and_repaired_from_the_local_copy() {
+    if !require(&["kopia", "rclone"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let s3 = S3Server::start(lab.path("s3"));
+    let bucket = s3.root.join("azalab-kopia");
+    std::fs::create_dir_all(&bucket).expect("bucket");
+    let data = lab.source_dir("data");
+    let config = lab.write_config(
+        "backup.toml",
+        &format!(
+            "[offsite]\ncredentials-file = \"{}\"\nattempts = 1\n\n\
+             [verify]\noffsite-pack-shares = 2\n\n[[source]]\nname = \"data\"\npath = \"{}\"\n",
+            credentials(&lab, &s3.endpoint(), "azalab-kopia").display(),
+            data.display()
+        ),
+    );
+    common::random_file(&data.join("one"), 2 << 20);
+    assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
+    assert_eq!(
+        lab.backup(&config, &["sync", "--init"]).status.code(),
+        Some(0)
+    );
+
+    // One metadata pack (q) loses its tail, one data pack (p) gets four bytes flipped.
+    let pack = |prefix: char| {
+        let mut packs: Vec<PathBuf> = std::fs::read_dir(&bucket)
+            .expect("bucket")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+            })
+            .collect();
+        packs.sort();
+        packs
+            .first()
+            .cloned()
+            .unwrap_or_else(|| panic!("no {prefix} pack in the bucket"))
+    };
+    let id = |p: &PathBuf| p.file_name().expect("name").to_string_lossy().into_owned();
+    let (truncated, flipped) = (pack('q'), pack('p'));
+    let length = std::fs::metadata(&truncated).expect("pack").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&truncated)
+        .and_then(|f| f.set_len(length / 2))
+        .expect("truncate");
+    let mut bytes = std::fs::read(&flipped).expect("pack");
+    let middle = bytes.len() / 2;
+    for byte in &mut bytes[middle..middle + 4] {
+        *byte ^= 0xff;
+    }
+    std::fs::write(&flipped, &bytes).expect("flip");
+
+    // The size is wrong: the next sync replaces that copy and says so.
+    let out = lab.backup(&config, &["sync"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains("repaired the mirror: 1 damaged blob(s)") && said.contains(&id(&truncated)),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read(&truncated).expect("pack"),
+        local_blob(&lab, &id(&truncated))
+    );
+    // The flipped bytes kept the size: a listing cannot see them.
+    assert_ne!(
+        std::fs::read(&flipped).expect("pack"),
+        local_blob(&lab, &id(&flipped))
+    );
+
+    // verify --offsite reads one share of the packs per run; within two runs every pack.
+    let mut found = None;
+    for run in 1..=2 {
+        let out = lab.backup(&config, &["verify", "--offsite"]);
+        if out.status.code() == Some(1) {
+            assert!(stderr(&out).contains(&id(&flipped)), "{}", stderr(&out));
+            found = Some(run);
+            break;
+        }
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains("all equal to the local copies"),
+            "{}",
+            stdout(&out)
+        );
+    }
+    assert!(found.is_some(), "two runs of two shares read every pack");
+    let out = lab.backup(&config, &["status", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a damaged mirror fails the status"
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        status["sync"]["damaged_blobs"][0],
+        id(&flipped).as_str(),
+        "{status}"
+    );
+    let metrics =
+        std::fs::read_to_string(lab.path("metrics/homelab_backup.prom")).expect("metrics");
+    assert!(
+        metrics.contains("homelab_backup_mirror_damaged_blobs 1"),
+        "{metrics}"
+    );
+
+    // The next sync deletes the rotten copy and uploads the local one again.
+    let out = lab.backup(&config, &["sync"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&id(&flipped)), "{}", stdout(&out));
+    assert_eq!(
+        std::fs::read(&flipped).expect("pack"),
+        local_blob(&lab, &id(&flipped))
+    );
+    let out = lab.backup(&config, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(status["sync"]["damaged_blobs"], serde_json::json!([]));
+    assert_eq!(status["sync"]["pack_shares_read"], found.expect("found"));
+}

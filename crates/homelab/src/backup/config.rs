@@ -166,12 +166,18 @@ pub struct Verify {
     /// Share of files `backup verify` downloads and checks, 0 to 100.
     #[serde(default = "defaults::files_percent")]
     pub files_percent: Spanned<f64>,
+    /// `verify --offsite` reads one of this many shares of the mirror's packs byte for byte
+    /// against the local copies, in turn: every pack is read once per this many runs (weekly:
+    /// every 4 weeks). 1 reads every pack every time.
+    #[serde(default = "defaults::offsite_pack_shares")]
+    pub offsite_pack_shares: Spanned<u32>,
 }
 
 impl Default for Verify {
     fn default() -> Self {
         Self {
             files_percent: defaults::files_percent(),
+            offsite_pack_shares: defaults::offsite_pack_shares(),
         }
     }
 }
@@ -292,6 +298,9 @@ mod defaults {
     pub fn offsite_rpo() -> Duration {
         Duration::from_secs(13 * 3600)
     }
+    pub fn offsite_pack_shares() -> toml::Spanned<u32> {
+        toml::Spanned::new(0..0, 4)
+    }
     pub fn files_percent() -> toml::Spanned<f64> {
         toml::Spanned::new(0..0, 5.0)
     }
@@ -351,6 +360,13 @@ impl BackupConfig {
                 "verify.files-percent",
                 &self.verify.files_percent,
                 "a number from 0 to 100",
+            ));
+        }
+        if *self.verify.offsite_pack_shares.get_ref() == 0 {
+            return Err(invalid(
+                "verify.offsite-pack-shares",
+                &self.verify.offsite_pack_shares,
+                "at least 1",
             ));
         }
         if let Some(matrix) = &self.notify.matrix {

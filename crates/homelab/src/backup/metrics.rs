@@ -84,5 +84,16 @@ fn render(state: &State) -> String {
             u8::from(ok)
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP homelab_backup_mirror_damaged_blobs Mirror blobs found with other bytes than the local copy, not yet replaced.\n\
+         # TYPE homelab_backup_mirror_damaged_blobs gauge\n\
+         homelab_backup_mirror_damaged_blobs {}\n\
+         # HELP homelab_backup_mirror_differing_blobs Blobs the mirror lacks or holds with another size after the last repair.\n\
+         # TYPE homelab_backup_mirror_differing_blobs gauge\n\
+         homelab_backup_mirror_differing_blobs {}",
+        state.mirror_damaged.len(),
+        state.mirror_differs.len()
+    );
     out
 }

@@ -7,6 +7,7 @@ pub mod config;
 mod drill;
 mod lock;
 mod metrics;
+mod mirror_audit;
 mod offsite;
 mod recovery_kit;
 mod restore;

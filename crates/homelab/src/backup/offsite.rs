@@ -51,6 +51,28 @@ impl Mirror {
         password: String,
         cancel: Cancel,
     ) -> anyhow::Result<Self> {
+        Self::connect(config, offsite, credentials, password, cancel, false)
+    }
+
+    /// A writable client, for deleting damaged blobs only (sync repairs the mirror with it).
+    pub fn open_for_repair(
+        config: &BackupConfig,
+        offsite: &Offsite,
+        credentials: &Credentials,
+        password: String,
+        cancel: Cancel,
+    ) -> anyhow::Result<Self> {
+        Self::connect(config, offsite, credentials, password, cancel, true)
+    }
+
+    fn connect(
+        config: &BackupConfig,
+        offsite: &Offsite,
+        credentials: &Credentials,
+        password: String,
+        cancel: Cancel,
+        repair: bool,
+    ) -> anyhow::Result<Self> {
         let state_dir = config.state_dir.get_ref();
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("cannot create {}", state_dir.display()))?;
@@ -60,9 +82,9 @@ impl Mirror {
             .with_context(|| format!("cannot create a folder in {}", state_dir.display()))?;
         let kopia = Kopia::new(dir.path().to_owned(), password, cancel);
         let target = credentials.target(offsite, true);
-        tracing::info!(bucket = %credentials.bucket, endpoint = %credentials.endpoint, "connecting to the mirror, read-only");
+        tracing::info!(bucket = %credentials.bucket, endpoint = %credentials.endpoint, repair, "connecting to the mirror");
         kopia
-            .connect_s3_readonly(&target)
+            .connect_s3(&target, repair)
             .map_err(|err| match permanent(&err) {
                 Some(reason) => anyhow::anyhow!("{reason}\n{err}"),
                 None => err.into(),

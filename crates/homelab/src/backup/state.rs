@@ -19,6 +19,19 @@ pub struct State {
     /// Unix time of the last sync that finished.
     pub last_sync: Option<u64>,
     pub last_sync_ok: Option<bool>,
+    /// Mirror blobs whose bytes differ from the local copy (found by `verify --offsite`), until
+    /// a sync has replaced them.
+    #[serde(default)]
+    pub mirror_damaged: Vec<String>,
+    /// Blobs the mirror still lacks, or holds with another size, after the last sync's repair.
+    #[serde(default)]
+    pub mirror_differs: Vec<String>,
+    /// Unix time each share of the packs was last read back from the mirror (index = share).
+    #[serde(default)]
+    pub mirror_share_read: Vec<Option<u64>>,
+    /// The share the next `verify --offsite` reads.
+    #[serde(default)]
+    pub mirror_next_share: usize,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

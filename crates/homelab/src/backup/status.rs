@@ -62,6 +62,13 @@ pub(crate) struct SyncStatus {
     rpo_seconds: u64,
     stale: bool,
     clock_skew: bool,
+    /// Mirror blobs found damaged by `verify --offsite`, not yet replaced by a sync.
+    damaged_blobs: Vec<String>,
+    /// Blobs the mirror lacks or holds with another size after the last sync's repair.
+    differing_blobs: Vec<String>,
+    /// How many shares of the packs were read back from the mirror within one cycle.
+    pack_shares_read: usize,
+    pack_shares: usize,
     pub problems: Vec<String>,
 }
 
@@ -198,6 +205,30 @@ pub(crate) fn evaluate(
         if let Some(ahead) = fresh.ahead {
             problems.push(skew_problem("last complete sync", ahead));
         }
+        if !state.mirror_damaged.is_empty() {
+            problems.push(format!(
+                "{} mirror blob(s) hold other bytes than the local copies (found by verify \
+                 --offsite): {}; the next sync replaces them",
+                state.mirror_damaged.len(),
+                state.mirror_damaged.join(", ")
+            ));
+        }
+        if !state.mirror_differs.is_empty() {
+            problems.push(format!(
+                "the mirror still differs from the local repository after the last sync's repair: {}",
+                state.mirror_differs.join(", ")
+            ));
+        }
+        let shares = *config.verify.offsite_pack_shares.get_ref() as usize;
+        // A share counts when it was read within one cycle of weekly runs, a day of slack.
+        let cycle = (shares as u64 * 7 + 1) * 86_400;
+        let now_unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let pack_shares_read = state
+            .mirror_share_read
+            .iter()
+            .take(shares)
+            .filter(|t| t.is_some_and(|t| now_unix.saturating_sub(t) <= cycle))
+            .count();
         SyncStatus {
             ok: problems.is_empty(),
             last_complete_time: time.map(rfc3339),
@@ -206,6 +237,10 @@ pub(crate) fn evaluate(
             rpo_seconds: offsite.rpo.as_secs(),
             stale: fresh.stale,
             clock_skew: fresh.ahead.is_some(),
+            damaged_blobs: state.mirror_damaged.clone(),
+            differing_blobs: state.mirror_differs.clone(),
+            pack_shares_read,
+            pack_shares: shares,
             problems,
         }
     });
@@ -259,6 +294,10 @@ fn print(status: &Status) {
             } else {
                 ago(sync.age_seconds)
             },
+        );
+        println!(
+            "  {:<4} {:<12} packs read back from the mirror within one cycle: {} of {} shares",
+            "", "", sync.pack_shares_read, sync.pack_shares
         );
         for problem in &sync.problems {
             println!("         {problem}");

@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::Args;
 
 use super::config::{BackupConfig, Offsite};
-use super::offsite::{Credentials, permanent, read_credentials};
+use super::mirror_audit;
+use super::offsite::{Credentials, Mirror, permanent, read_credentials};
 use super::state::State;
 use super::{ConfigArg, Session};
 use crate::clock::unix_now;
@@ -49,15 +50,37 @@ pub fn run(config: &BackupConfig, cmd: &SyncCmd) -> anyhow::Result<ExitStatus> {
         }
     };
     let result = sync_with_retries(&session, offsite, &credentials, cmd.init);
-    if result.is_ok() {
-        println!(
-            "synced to s3://{} at {}",
-            credentials.bucket, credentials.endpoint
-        );
+    let mut problems: Vec<String> = maintenance.into_iter().collect();
+    let mut differs = Vec::new();
+    let mut repaired = Vec::new();
+    let mut whole = false;
+    // The mirror heals or shouts: compared with the local repository after every sync.
+    let healed = result
+        .as_ref()
+        .map(|()| heal(config, &session, offsite, &credentials, cmd.init));
+    match healed {
+        Err(err) => problems.push(err.clone()),
+        Ok(Ok(replaced)) => {
+            if !replaced.is_empty() {
+                println!(
+                    "repaired the mirror: {} damaged blob(s) deleted from the bucket and uploaded again: {}",
+                    replaced.len(),
+                    replaced.join(", ")
+                );
+            }
+            println!(
+                "synced to s3://{} at {}; every local blob is in the mirror with its size",
+                credentials.bucket, credentials.endpoint
+            );
+            repaired = replaced;
+            whole = true;
+        }
+        Ok(Err(unhealed)) => {
+            problems.push(unhealed.message);
+            differs = unhealed.differs;
+        }
     }
-    let synced = result.is_ok();
-    let mut problems: Vec<String> = maintenance.into_iter().chain(result.err()).collect();
-    if let Err(err) = record(config, synced) {
+    if let Err(err) = record(config, whole, &repaired, &differs) {
         problems.push(format!("{err:#}"));
     }
     if problems.is_empty() {
@@ -65,8 +88,10 @@ pub fn run(config: &BackupConfig, cmd: &SyncCmd) -> anyhow::Result<ExitStatus> {
     }
     let detail = problems.join("\n");
     tracing::error!("sync job failed: {detail}");
-    let outcome = if synced {
+    let outcome = if whole {
         "the mirror itself is complete"
+    } else if result.is_ok() {
+        "sync-to completed, but the mirror is not known to match the local repository (see above)"
     } else {
         "the mirror was not completed; it may list snapshots whose data is missing until the next complete sync"
     };
@@ -78,15 +103,118 @@ pub fn run(config: &BackupConfig, cmd: &SyncCmd) -> anyhow::Result<ExitStatus> {
     Ok(ExitStatus::Failure)
 }
 
-/// Remembers the outcome: `last-sync` moves only when a sync completed, so `status` shows the
-/// last mirror that is whole.
-fn record(config: &BackupConfig, synced: bool) -> anyhow::Result<()> {
+/// What a repair could not fix.
+struct Unhealed {
+    message: String,
+    /// The blobs that still differ (empty when the comparison itself could not be made).
+    differs: Vec<String>,
+}
+
+impl From<anyhow::Error> for Unhealed {
+    fn from(err: anyhow::Error) -> Self {
+        Self {
+            message: format!("the mirror could not be compared with the local repository: {err:#}"),
+            differs: Vec::new(),
+        }
+    }
+}
+
+impl From<crate::kopia::KopiaError> for Unhealed {
+    fn from(err: crate::kopia::KopiaError) -> Self {
+        anyhow::Error::from(err).into()
+    }
+}
+
+/// Compares the mirror with the local repository (IDs and sizes); replaces the copies of the
+/// wrong size and those `verify --offsite` found damaged, syncs again, and checks once more.
+/// Returns the blobs it replaced.
+fn heal(
+    config: &BackupConfig,
+    session: &Session,
+    offsite: &Offsite,
+    credentials: &Credentials,
+    init: bool,
+) -> Result<Vec<String>, Unhealed> {
+    let known_damaged = State::load(config.state_dir.get_ref()).mirror_damaged;
+    let local = session.kopia.blobs()?;
+    let password = super::repository_password(config)?;
+    let open = || {
+        Mirror::open(
+            config,
+            offsite,
+            credentials,
+            password.clone(),
+            session.cancel.clone(),
+        )
+    };
+    let listed = open()?.kopia.blobs()?;
+    let difference = mirror_audit::compare(&local, &listed);
+    let (replace, refused) = mirror_audit::to_replace(&difference, &known_damaged, &listed);
+    if !replace.is_empty() {
+        tracing::warn!(blobs = ?replace, "deleting damaged copies from the mirror to upload them again");
+        let repair = Mirror::open_for_repair(
+            config,
+            offsite,
+            credentials,
+            password.clone(),
+            session.cancel.clone(),
+        )?;
+        for chunk in replace.chunks(100) {
+            let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            repair.kopia.delete_blobs(&ids)?;
+        }
+    }
+    if !replace.is_empty() || !difference.missing.is_empty() {
+        sync_with_retries(session, offsite, credentials, init).map_err(|err| Unhealed {
+            message: format!("the repair's sync failed: {err}"),
+            differs: replace.clone(),
+        })?;
+    }
+    // A fresh client: nothing it reads can come from a cache filled before the repair.
+    let mirror = open()?;
+    let after = mirror_audit::compare(&local, &mirror.kopia.blobs()?);
+    let mut differs = after.describe();
+    differs.extend(refused.iter().map(|id| {
+        format!("{id} (differs; a repair never deletes it: compare the bucket's copy by hand)")
+    }));
+    let recheck: Vec<String> = replace
+        .iter()
+        .filter(|id| known_damaged.contains(id))
+        .cloned()
+        .collect();
+    for id in mirror_audit::damaged(&session.kopia, &mirror.kopia, &recheck)? {
+        differs.push(format!("{id} (bytes still differ after the repair)"));
+    }
+    if differs.is_empty() {
+        Ok(replace)
+    } else {
+        Err(Unhealed {
+            message: format!(
+                "the mirror still differs from the local repository in {} blob(s): {}",
+                differs.len(),
+                differs.join(", ")
+            ),
+            differs,
+        })
+    }
+}
+
+/// Remembers the outcome: `last-sync` moves only when a sync completed and the mirror matches,
+/// so `status` shows the last mirror that is whole; what still differs is named there.
+fn record(
+    config: &BackupConfig,
+    whole: bool,
+    repaired: &[String],
+    differs: &[String],
+) -> anyhow::Result<()> {
     let state_dir = config.state_dir.get_ref();
     let mut state = State::load(state_dir);
-    state.last_sync_ok = Some(synced);
-    if synced {
+    state.last_sync_ok = Some(whole);
+    if whole {
         state.last_sync = Some(unix_now());
     }
+    state.mirror_damaged.retain(|id| !repaired.contains(id));
+    state.mirror_differs = differs.to_vec();
     state.publish(config)
 }
 
