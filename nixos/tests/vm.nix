@@ -99,6 +99,12 @@ in
         code, output = server.execute("homelab status --json")
         assert code in (0, 1), output
         assert "host/generation" in output, output
+        # A unit that fails is named by the real systemctl, one line of its own.
+        server.execute("systemd-run --unit=homelab-test-failure false")
+        server.wait_until_succeeds("systemctl is-failed homelab-test-failure.service")
+        code, output = server.execute("homelab status --json")
+        assert code == 1, output
+        assert "host/units/homelab-test-failure.service" in output, output
 
     with subtest("k3s and the Flux bootstrap"):
         server.succeed("systemctl is-enabled k3s.service")

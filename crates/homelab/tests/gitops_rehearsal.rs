@@ -1172,13 +1172,13 @@ fn status_reports_each_flux_object_pod_and_claim_from_the_real_api_server() {
         .patch_status("pod", "immich", "rehearsal-crashloop", &waiting);
     let (code, checks) = cluster_status(&r.kube);
     assert_eq!(code, 1, "{checks:#?}");
-    let claims = &checks["cluster/claims/libsql"];
+    let claims = &checks["cluster/claims/libsql/rehearsal-pending"];
     assert_eq!(claims.0, "fail");
     assert!(
         claims.1.contains("rehearsal-pending is Pending"),
         "{claims:?}"
     );
-    let pods = &checks["cluster/pods/immich"];
+    let pods = &checks["cluster/pods/immich/rehearsal-crashloop"];
     assert_eq!(pods.0, "fail");
     assert!(
         pods.1

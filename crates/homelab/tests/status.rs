@@ -219,18 +219,12 @@ fn host_part_reads_free_space_units_timers_age_key_and_generation() {
     std::os::unix::fs::symlink("system-43-link", host.path("profiles/system")).expect("link");
     let (code, checks) = host.checks(&config);
     assert_eq!(code, 1);
-    assert_eq!(level(&checks, "host/units"), "fail");
-    assert!(
-        checks["host/units"].1.contains("homelab-backup.service")
-            && checks["host/units"].1.contains("k3s.service"),
-        "{checks:?}"
-    );
-    assert_eq!(level(&checks, "host/timers"), "fail");
-    assert!(
-        checks["host/timers"]
-            .1
-            .contains("homelab-backup.timer is inactive")
-    );
+    // One line per failed unit and per stopped timer: each is its own alert.
+    assert_eq!(level(&checks, "host/units/homelab-backup.service"), "fail");
+    assert_eq!(level(&checks, "host/units/k3s.service"), "fail");
+    assert!(!checks.contains_key("host/units"), "{checks:?}");
+    assert_eq!(level(&checks, "host/timers/homelab-backup.timer"), "fail");
+    assert!(!checks.contains_key("host/timers/homelab-status.timer"));
     assert_eq!(level(&checks, "host/age-key"), "fail");
     assert!(
         !checks["host/age-key"].1.contains("not a key"),
@@ -249,8 +243,11 @@ fn host_part_reads_free_space_units_timers_age_key_and_generation() {
     // The text view: one line per check, the command that shows more under what is wrong.
     let out = host.status(&config, &[]);
     let text = common::stdout(&out);
-    assert!(text.contains("FAIL    host/units"), "{text}");
-    assert!(text.contains("more: systemctl --failed"), "{text}");
+    assert!(text.contains("FAIL    host/units/k3s.service"), "{text}");
+    assert!(
+        text.contains("more: journalctl -u k3s.service -n 50"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -326,8 +323,16 @@ fn frozen_parts_are_unknown_and_the_answer_still_comes_within_ten_seconds() {
         &host.path("kopia"),
         "#!/bin/sh\n# Stand-in: a kopia whose repository disk hangs.\nexec sleep 60\n",
     );
+    // And a systemd that hangs (stand-in): the host's other checks must still come back.
+    let hung_systemctl = common::script(
+        &host.path("hung-systemctl"),
+        "#!/bin/sh\n# Stand-in for a systemctl whose systemd hangs.\nexec sleep 60\n",
+    );
+    let key = host.path("key.txt");
+    std::fs::write(&key, "AGE-SECRET-KEY-1STANDIN\n").expect("key");
     let config = host.write_config(&format!(
-        "[cluster]\nkubeconfig = \"{}\"\n[tunnel]\nmetrics-url = \"http://127.0.0.1:{}\"\n[backup]\nconfig = \"{}\"\n",
+        "{}[cluster]\nkubeconfig = \"{}\"\n[tunnel]\nmetrics-url = \"http://127.0.0.1:{}\"\n[backup]\nconfig = \"{}\"\n",
+        host.host_table(&key, &[(Path::new("/"), 0.0, 0.0)]),
         kubeconfig.display(),
         metrics.port,
         backup_config.display()
@@ -337,6 +342,7 @@ fn frozen_parts_are_unknown_and_the_answer_still_comes_within_ten_seconds() {
         .args(["status", "--json", "--config"])
         .arg(&config)
         .env("HOMELAB_KOPIA", &hanging)
+        .env("HOMELAB_SYSTEMCTL", &hung_systemctl)
         .output()
         .expect("homelab runs");
     let took = started.elapsed();
@@ -345,13 +351,26 @@ fn frozen_parts_are_unknown_and_the_answer_still_comes_within_ten_seconds() {
     assert_eq!(out.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let checks = json["checks"].as_array().expect("checks");
-    for part in ["cluster", "tunnel/connections", "backup"] {
+    for part in [
+        "cluster",
+        "tunnel/connections",
+        "backup",
+        "host/units",
+        "host/timers",
+    ] {
         let check = checks
             .iter()
             .find(|c| c["id"] == part)
             .unwrap_or_else(|| panic!("no {part} line: {json}"));
         assert_eq!(check["level"], "unknown", "{part}: {check}");
         assert!(!check["message"].as_str().unwrap_or("").is_empty());
+    }
+    for id in ["host/age-key", "host/disk:/"] {
+        let check = checks.iter().find(|c| c["id"] == id).expect(id);
+        assert_eq!(
+            check["level"], "ok",
+            "a hung systemd does not hide {id}: {check}"
+        );
     }
     // Nothing we started outlives us.
     std::thread::sleep(Duration::from_millis(500));
@@ -412,7 +431,10 @@ fn alerts_once_on_failure_once_on_recovery_never_while_unchanged_flapping_held_a
     let sent = messages(&receiver);
     assert_eq!(sent.len(), 1, "one message on failure: {sent:?}");
     assert!(title(&sent[0]).contains("1 problem"), "{sent:?}");
-    assert!(sent[0].body.contains("host/units") && sent[0].body.contains("homelab-backup.service"));
+    assert!(
+        sent[0].body.contains("host/units/homelab-backup.service"),
+        "{sent:?}"
+    );
     assert!(
         sent[0]
             .headers
@@ -428,7 +450,12 @@ fn alerts_once_on_failure_once_on_recovery_never_while_unchanged_flapping_held_a
     let sent = messages(&receiver);
     assert_eq!(sent.len(), 2, "one message on recovery: {sent:?}");
     assert!(title(&sent[1]).contains("recovered"), "{sent:?}");
-    assert!(sent[1].body.contains("ok      host/units"), "{sent:?}");
+    assert!(
+        sent[1]
+            .body
+            .contains("ok      host/units/homelab-backup.service"),
+        "{sent:?}"
+    );
 
     // Failing again within the hour after the last message: flapping, held back.
     host.set_failed_units(&["homelab-backup.service"]);
@@ -443,7 +470,7 @@ fn alerts_once_on_failure_once_on_recovery_never_while_unchanged_flapping_held_a
     let state_file = host.path("state/alerts.json");
     let mut state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&state_file).expect("state")).expect("JSON");
-    let at = &mut state["checks"]["host/units"]["announced-at"];
+    let at = &mut state["checks"]["host/units/homelab-backup.service"]["announced-at"];
     *at = (at.as_u64().expect("announced-at") - 3700).into();
     std::fs::write(&state_file, serde_json::to_vec(&state).expect("JSON")).expect("state");
     notify();
@@ -457,7 +484,7 @@ fn alerts_once_on_failure_once_on_recovery_never_while_unchanged_flapping_held_a
     host.status(&config, &["--summary"]);
     let sent = messages(&receiver);
     assert_eq!(sent.len(), 4);
-    assert!(title(&sent[3]).contains("not ok") && sent[3].body.contains("host/units"));
+    assert!(title(&sent[3]).contains("not ok") && sent[3].body.contains("host/units/"));
     host.set_failed_units(&[]);
     notify();
     host.status(&config, &["--summary"]);
@@ -508,5 +535,23 @@ fn an_undelivered_alert_is_sent_by_the_next_run_and_a_full_state_disk_does_not_r
         messages(&receiver).len(),
         1,
         "with the state disk full, the runtime copy keeps the alert from repeating"
+    );
+    assert!(
+        !full.path.join("state/alerts.json").exists(),
+        "the full disk really took nothing"
+    );
+    assert!(
+        host.path("run/alerts.json").exists(),
+        "the runtime copy holds it"
+    );
+    // A second failure beside the first is its own alert, even now.
+    host.set_failed_units(&["k3s.service", "homelab-backup.service"]);
+    host.status(&config, &["--notify"]);
+    let sent = messages(&receiver);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent[1].body.contains("host/units/homelab-backup.service")
+            && !sent[1].body.contains("host/units/k3s.service"),
+        "{sent:?}"
     );
 }

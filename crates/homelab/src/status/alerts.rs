@@ -56,6 +56,8 @@ enum Change<'a> {
     Recovered {
         id: String,
         since: u64,
+        /// What it is now: ok, or only a warning.
+        now: Level,
     },
 }
 
@@ -83,6 +85,7 @@ pub fn notify(config: &StatusConfig, checks: &[Check], now: SystemTime) {
     let mut state = load(&dirs);
     let now = unix(now);
     let before = state.clone();
+    let mut undelivered = false;
     let changes = decide(&mut state, checks, now, config.repeat_after.as_secs());
     if !changes.is_empty() {
         let (title, text, priority) = message(&changes, now);
@@ -90,10 +93,15 @@ pub fn notify(config: &StatusConfig, checks: &[Check], now: SystemTime) {
             // Nothing is recorded as announced: the next run decides and sends again.
             tracing::warn!("the alert was not delivered; the next run sends it again");
             state = before;
+            undelivered = true;
         }
     }
     state.saved_at = now;
     match save(&dirs, &state) {
+        // The outside watcher hears when alerts cannot get out.
+        Ok(()) if undelivered => {
+            beat.failure("homelab status --notify could not deliver its alert (ntfy/Matrix)");
+        }
         Ok(()) => beat.success("homelab status --notify ran"),
         Err(err) => {
             tracing::error!("{err:#}");
@@ -104,8 +112,19 @@ pub fn notify(config: &StatusConfig, checks: &[Check], now: SystemTime) {
     }
 }
 
+/// Whether `id` lies under the check `prefix` (`cluster` covers `cluster/pods/immich`).
+fn under(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// Applies this run's checks to the remembered state; returns what to announce (and marks it
 /// announced).
+///
+/// A check that is absent this run counts as ok, unless an unknown check covers it (a part, or
+/// a list inside one, that could not be read says nothing about what it holds). Failing things
+/// are reported one per id (a unit, a workload, a claim), so a second failure next to one
+/// already announced is its own change.
 fn decide<'a>(
     state: &mut AlertState,
     checks: &'a [Check],
@@ -113,31 +132,37 @@ fn decide<'a>(
     repeat_after: u64,
 ) -> Vec<Change<'a>> {
     let mut changes = Vec::new();
-    // A part that did not answer says nothing about its checks: they keep their state.
     let silent: Vec<&str> = checks
         .iter()
-        .filter(|c| c.id == c.part() && c.level == Level::Unknown)
-        .map(|c| c.part())
+        .filter(|c| c.level == Level::Unknown)
+        .map(|c| c.id.as_str())
         .collect();
     let gone: Vec<String> = state
         .checks
         .keys()
         .filter(|id| !checks.iter().any(|c| &c.id == *id))
-        .filter(|id| {
-            let part = id.split('/').next().unwrap_or(id);
-            !silent.contains(&part) || id.as_str() == part
-        })
+        .filter(|id| !silent.iter().any(|prefix| under(id, prefix)))
         .cloned()
         .collect();
+    let held = |tracked: &Tracked| {
+        tracked.announced_at.is_some_and(|at| {
+            at <= now + CLOCK_SKEW_ALLOWANCE && now.saturating_sub(at) < repeat_after
+        })
+    };
     for id in gone {
-        if let Some(tracked) = state.checks.remove(&id)
-            && tracked.announced_bad
-        {
+        let Some(tracked) = state.checks.get_mut(&id) else {
+            continue;
+        };
+        if tracked.announced_bad {
             changes.push(Change::Recovered {
-                id,
+                id: id.clone(),
                 since: tracked.since,
+                now: Level::Ok,
             });
+            tracked.announced_bad = false;
+            tracked.announced_at = Some(now);
         }
+        tracked.level = Level::Ok;
     }
     for check in checks {
         let bad = check.level.is_bad();
@@ -156,10 +181,7 @@ fn decide<'a>(
         }
         tracked.level = check.level;
         if bad && !tracked.announced_bad {
-            let held = tracked.announced_at.is_some_and(|at| {
-                at <= now + CLOCK_SKEW_ALLOWANCE && now.saturating_sub(at) < repeat_after
-            });
-            if !held {
+            if !held(tracked) {
                 changes.push(if tracked.announced_at.is_some() {
                     Change::StillFailing(check)
                 } else {
@@ -172,18 +194,16 @@ fn decide<'a>(
             changes.push(Change::Recovered {
                 id: check.id.clone(),
                 since: bad_since,
+                now: check.level,
             });
             tracked.announced_bad = false;
             tracked.announced_at = Some(now);
         }
-        // Only what may still need a message, or hold one back, is worth remembering.
-        let holds = tracked
-            .announced_at
-            .is_some_and(|at| now.saturating_sub(at) < repeat_after);
-        if !bad && !tracked.announced_bad && !holds {
-            state.checks.remove(&check.id);
-        }
     }
+    // Only what may still need a message, or hold one back, is worth remembering.
+    state
+        .checks
+        .retain(|_, t| t.level.is_bad() || t.announced_bad || held(t));
     changes
 }
 
@@ -197,8 +217,13 @@ fn message(changes: &[Change<'_>], now: u64) -> (String, String, Priority) {
             Change::StillFailing(check) => {
                 failing.push(line(check, " (again: it has been coming and going)"));
             }
-            Change::Recovered { id, since } => recovered.push(format!(
-                "ok      {id} (was bad for {})",
+            Change::Recovered {
+                id,
+                since,
+                now: level,
+            } => recovered.push(format!(
+                "{:<7} {id} (was bad for {})",
+                level.label(),
                 super::ago(Duration::from_secs(now.saturating_sub(*since)))
             )),
         }
@@ -382,6 +407,62 @@ mod tests {
         decide(&mut state, &bad, far, 3600);
         decide(&mut state, &good, far, 3600);
         assert_eq!(ids(&decide(&mut state, &bad, 1000, 3600)).len(), 1);
+    }
+
+    #[test]
+    fn a_second_failure_beside_an_announced_one_is_its_own_alert() {
+        let mut state = AlertState::default();
+        let one = [Check::new("host/units/a.service", Level::Fail, "failed")];
+        assert_eq!(
+            ids(&decide(&mut state, &one, 0, 3600)),
+            ["fail host/units/a.service"]
+        );
+        let two = [
+            Check::new("host/units/a.service", Level::Fail, "failed"),
+            Check::new("host/units/k3s.service", Level::Fail, "failed"),
+        ];
+        assert_eq!(
+            ids(&decide(&mut state, &two, 300, 3600)),
+            ["fail host/units/k3s.service"]
+        );
+    }
+
+    #[test]
+    fn a_list_that_cannot_be_read_neither_recovers_nor_repeats_its_members() {
+        let mut state = AlertState::default();
+        let failing = [Check::new(
+            "cluster/HelmRelease/immich/immich",
+            Level::Fail,
+            "x",
+        )];
+        decide(&mut state, &failing, 0, 3600);
+        let unreadable = [Check::new("cluster/HelmRelease", Level::Unknown, "timeout")];
+        assert_eq!(
+            ids(&decide(&mut state, &unreadable, 300, 3600)),
+            ["fail cluster/HelmRelease"],
+            "the list's own problem, and no recovery of what it holds"
+        );
+        assert_eq!(
+            ids(&decide(&mut state, &failing, 600, 3600)),
+            ["ok cluster/HelmRelease"],
+            "the list is readable again; the member, still failing, is not announced twice"
+        );
+    }
+
+    #[test]
+    fn a_check_that_goes_and_comes_back_is_still_held_back() {
+        let mut state = AlertState::default();
+        let bad = [Check::new(
+            "cluster/claims/libsql/data",
+            Level::Fail,
+            "Pending",
+        )];
+        decide(&mut state, &bad, 0, 3600);
+        assert_eq!(
+            ids(&decide(&mut state, &[], 300, 3600)),
+            ["ok cluster/claims/libsql/data"]
+        );
+        assert!(decide(&mut state, &bad, 600, 3600).is_empty(), "held");
     }
 
     #[test]

@@ -32,12 +32,14 @@ pub fn check(file: &Path, clients: &[(String, Duration)], deadline: Instant) -> 
     };
     // Whole seconds: the limit appears in the message when kopia does not answer in time.
     let left = Duration::from_secs(deadline.saturating_duration_since(Instant::now()).as_secs());
-    let listed = crate::backup::Session::open(&config, None, left).and_then(|session| {
-        let own = session.kopia.all_snapshots()?;
+    // Its own flag, not the signal handlers a job installs: Ctrl-C must still end `status`.
+    let cancel = crate::process::Cancel::default().with_time_limit(left);
+    let listed = crate::backup::local_repository(&config, &cancel).and_then(|kopia| {
+        let own = kopia.all_snapshots()?;
         let every = if clients.is_empty() {
             Vec::new()
         } else {
-            session.kopia.snapshots_of_every_client()?
+            kopia.snapshots_of_every_client()?
         };
         Ok((own, every))
     });

@@ -85,8 +85,9 @@ pub fn check(kubeconfig: &Path, deadline: Instant) -> Vec<Check> {
         let items = match answer {
             Ok(items) => items,
             Err(err) => {
+                // Named like the checks the list holds, which keep their state meanwhile.
                 checks.push(Check::new(
-                    format!("cluster/{resource}"),
+                    format!("cluster/{}", group_name(resource)),
                     Level::Unknown,
                     format!("cannot list {resource}: {err}"),
                 ));
@@ -101,7 +102,7 @@ pub fn check(kubeconfig: &Path, deadline: Instant) -> Vec<Check> {
                     .iter()
                     .find(|(_, r)| *r == resource)
                     .map_or(resource, |(k, _)| *k);
-                checks.extend(items.iter().map(|item| flux_object(kind, item)));
+                checks.extend(items.iter().map(|item| flux_object(kind, item, now)));
             }
         }
     }
@@ -141,6 +142,18 @@ fn list(kubeconfig: &PathBuf, resource: &str, deadline: Instant) -> Result<Vec<V
     Ok(list["items"].as_array().cloned().unwrap_or_default())
 }
 
+/// The id segment under which a resource's checks are reported.
+fn group_name(resource: &str) -> &str {
+    match resource {
+        "pods" => "pods",
+        "persistentvolumeclaims" => "claims",
+        _ => FLUX_KINDS
+            .iter()
+            .find(|(_, r)| *r == resource)
+            .map_or(resource, |(k, _)| *k),
+    }
+}
+
 fn clip(text: &str) -> String {
     if text.chars().count() <= MESSAGE_LIMIT {
         return text.to_owned();
@@ -163,7 +176,11 @@ fn condition<'a>(item: &'a Value, kind: &str) -> Option<&'a Value> {
         .find(|c| c["type"] == kind)
 }
 
-fn flux_object(kind: &str, item: &Value) -> Check {
+/// A dependency that is not ready yet is a normal moment after every push; a reconcile that
+/// neither finishes nor fails for this long is stuck.
+const FLUX_SETTLE: Duration = Duration::from_secs(15 * 60);
+
+fn flux_object(kind: &str, item: &Value, now: SystemTime) -> Check {
     let (namespace, name) = name_of(item);
     let id = format!("cluster/{kind}/{namespace}/{name}");
     let more = format!(
@@ -185,9 +202,22 @@ fn flux_object(kind: &str, item: &Value) -> Check {
     };
     let reason = ready["reason"].as_str().unwrap_or("");
     let message = clip(&one_line(ready["message"].as_str().unwrap_or("")));
+    let settled = since(time_of(&ready["lastTransitionTime"]), now) > FLUX_SETTLE;
     match ready["status"].as_str() {
         Some("True") => Check::new(id, Level::Ok, format!("ready{at}")),
+        Some("False") if reason == "DependencyNotReady" && !settled => {
+            Check::new(id, Level::Warn, format!("{reason}: {message}")).more(more)
+        }
         Some("False") => Check::new(id, Level::Fail, format!("{reason}: {message}")).more(more),
+        _ if settled => Check::new(
+            id,
+            Level::Fail,
+            format!(
+                "stuck reconciling for more than {} min{at}: {message}",
+                FLUX_SETTLE.as_secs() / 60
+            ),
+        )
+        .more(more),
         _ => Check::new(id, Level::Warn, format!("reconciling{at}: {message}")).more(more),
     }
 }
@@ -204,41 +234,74 @@ fn since(time: Option<SystemTime>, now: SystemTime) -> Duration {
         .unwrap_or(Duration::ZERO)
 }
 
-/// One line per namespace that has pods: the worst pod decides.
+/// The workload a pod belongs to: its owner, a ReplicaSet named after its Deployment with the
+/// pod-template-hash stripped; a pod of its own is its own workload. Stable across restarts, so
+/// one workload's alert does not come and go with its pods' names.
+fn workload(pod: &Value) -> String {
+    let name = name_of(pod).1;
+    let Some(owner) = pod["metadata"]["ownerReferences"]
+        .as_array()
+        .and_then(|owners| owners.first())
+        .and_then(|o| o["name"].as_str())
+    else {
+        return name.to_owned();
+    };
+    match pod["metadata"]["labels"]["pod-template-hash"].as_str() {
+        Some(hash) => owner
+            .strip_suffix(hash)
+            .and_then(|o| o.strip_suffix('-'))
+            .unwrap_or(owner)
+            .to_owned(),
+        None => owner.to_owned(),
+    }
+}
+
+/// One ok line per namespace whose pods are all well; otherwise one line per workload in
+/// trouble (a second workload failing beside an announced one is its own alert).
 fn pods(items: &[Value], now: SystemTime) -> Vec<Check> {
     let mut by_namespace: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
     for item in items {
         by_namespace.entry(name_of(item).0).or_default().push(item);
     }
-    by_namespace
-        .into_iter()
-        .map(|(namespace, pods)| {
-            let mut level = Level::Ok;
-            let mut problems = Vec::new();
-            let mut running = 0;
-            let mut worst_pod = "";
-            for pod in &pods {
-                let (found, problem) = pod_state(pod, now);
-                if let Some(problem) = problem {
-                    if found > level {
-                        level = found;
-                        worst_pod = name_of(pod).1;
-                    }
-                    problems.push(problem);
-                }
-                if pod["status"]["phase"] != "Succeeded" {
-                    running += 1;
-                }
+    let mut checks = Vec::new();
+    for (namespace, pods) in by_namespace {
+        let mut troubled: BTreeMap<String, (Level, Vec<String>, &str)> = BTreeMap::new();
+        let mut running = 0;
+        for pod in &pods {
+            if pod["status"]["phase"] != "Succeeded" {
+                running += 1;
             }
-            let id = format!("cluster/pods/{namespace}");
-            if problems.is_empty() {
-                Check::new(id, Level::Ok, format!("{running} pods ready"))
-            } else {
-                Check::new(id, level, problems.join("; "))
-                    .more(format!("kubectl -n {namespace} describe pod {worst_pod}"))
+            let (level, problem) = pod_state(pod, now);
+            let Some(problem) = problem else { continue };
+            let entry =
+                troubled
+                    .entry(workload(pod))
+                    .or_insert((Level::Ok, Vec::new(), name_of(pod).1));
+            if level > entry.0 {
+                entry.0 = level;
+                entry.2 = name_of(pod).1;
             }
-        })
-        .collect()
+            entry.1.push(problem);
+        }
+        if troubled.is_empty() {
+            checks.push(Check::new(
+                format!("cluster/pods/{namespace}"),
+                Level::Ok,
+                format!("{running} pods ready"),
+            ));
+        }
+        for (workload, (level, problems, pod)) in troubled {
+            checks.push(
+                Check::new(
+                    format!("cluster/pods/{namespace}/{workload}"),
+                    level,
+                    problems.join("; "),
+                )
+                .more(format!("kubectl -n {namespace} describe pod {pod}")),
+            );
+        }
+    }
+    checks
 }
 
 fn pod_state(pod: &Value, now: SystemTime) -> (Level, Option<String>) {
@@ -271,6 +334,18 @@ fn pod_state(pod: &Value, now: SystemTime) -> (Level, Option<String>) {
             );
         }
     }
+    // A pod being deleted (a rollout, a drain) is on its way out, unless it is stuck there.
+    if let Some(deleting) = time_of(&pod["metadata"]["deletionTimestamp"]) {
+        let stuck = since(Some(deleting), now);
+        return if stuck > STARTUP_GRACE {
+            (
+                Level::Fail,
+                Some(format!("{name} stuck terminating for {}", ago(stuck))),
+            )
+        } else {
+            (Level::Ok, None)
+        };
+    }
     match phase {
         "Succeeded" => return (Level::Ok, None),
         "Failed" => {
@@ -297,16 +372,24 @@ fn pod_state(pod: &Value, now: SystemTime) -> (Level, Option<String>) {
         }
         _ => {}
     }
-    let ready = condition(pod, "Ready").is_some_and(|c| c["status"] == "True");
-    if !ready {
-        let level = if age > STARTUP_GRACE {
+    let ready = condition(pod, "Ready");
+    if ready.is_none_or(|c| c["status"] != "True") {
+        // Unready since the condition last changed (a long-running pod that just turned
+        // unready is new trouble), or since the pod was made.
+        let unready_for = ready
+            .and_then(|c| time_of(&c["lastTransitionTime"]))
+            .map_or(age, |t| since(Some(t), now));
+        let level = if unready_for > STARTUP_GRACE {
             Level::Fail
         } else {
             Level::Warn
         };
         return (
             level,
-            Some(format!("{name} not ready ({phase}, for {})", ago(age))),
+            Some(format!(
+                "{name} not ready ({phase}, for {})",
+                ago(unready_for)
+            )),
         );
     }
     for container in &containers {
@@ -328,41 +411,44 @@ fn pod_state(pod: &Value, now: SystemTime) -> (Level, Option<String>) {
     (Level::Ok, None)
 }
 
-/// One line per namespace that has claims.
+/// One ok line per namespace whose claims are all bound; otherwise one line per claim that is
+/// not.
 fn claims(items: &[Value]) -> Vec<Check> {
     let mut by_namespace: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
     for item in items {
         by_namespace.entry(name_of(item).0).or_default().push(item);
     }
-    by_namespace
-        .into_iter()
-        .map(|(namespace, claims)| {
-            let unbound: Vec<(&str, &str)> = claims
-                .iter()
-                .filter(|c| c["status"]["phase"] != "Bound")
-                .map(|c| {
-                    (
-                        name_of(c).1,
-                        c["status"]["phase"].as_str().unwrap_or("no phase"),
-                    )
-                })
-                .collect();
-            let id = format!("cluster/claims/{namespace}");
-            match unbound.first() {
-                None => Check::new(id, Level::Ok, format!("{} claims bound", claims.len())),
-                Some((first, _)) => Check::new(
-                    id,
+    let mut checks = Vec::new();
+    for (namespace, claims) in by_namespace {
+        let unbound: Vec<&&Value> = claims
+            .iter()
+            .filter(|c| c["status"]["phase"] != "Bound")
+            .collect();
+        if unbound.is_empty() {
+            checks.push(Check::new(
+                format!("cluster/claims/{namespace}"),
+                Level::Ok,
+                format!("{} claims bound", claims.len()),
+            ));
+        }
+        for claim in unbound {
+            let name = name_of(claim).1;
+            checks.push(
+                Check::new(
+                    format!("cluster/claims/{namespace}/{name}"),
                     Level::Fail,
-                    unbound
-                        .iter()
-                        .map(|(name, phase)| format!("{name} is {phase}"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    format!(
+                        "{name} is {}",
+                        claim["status"]["phase"]
+                            .as_str()
+                            .unwrap_or("without a phase")
+                    ),
                 )
-                .more(format!("kubectl -n {namespace} describe pvc {first}")),
-            }
-        })
-        .collect()
+                .more(format!("kubectl -n {namespace} describe pvc {name}")),
+            );
+        }
+    }
+    checks
 }
 
 #[cfg(test)]
@@ -380,7 +466,8 @@ mod tests {
             "status": {"conditions": [{"type": "Ready", "status": "False",
                 "reason": "ReconciliationFailed", "message": "decryption failed\nfor x"}]}
         });
-        let check = flux_object("Kustomization", &failed);
+        let now = SystemTime::now();
+        let check = flux_object("Kustomization", &failed, now);
         assert_eq!(check.level, Level::Fail);
         assert_eq!(check.id, "cluster/Kustomization/flux-system/kopia");
         assert_eq!(
@@ -393,11 +480,14 @@ mod tests {
                 "conditions": [{"type": "Ready", "status": "True"}]}
         });
         assert_eq!(
-            flux_object("Kustomization", &ready).message,
+            flux_object("Kustomization", &ready, now).message,
             "ready at main@sha1:abc"
         );
         let suspended = json!({"metadata": {"name": "x"}, "spec": {"suspend": true}});
-        assert_eq!(flux_object("Kustomization", &suspended).level, Level::Warn);
+        assert_eq!(
+            flux_object("Kustomization", &suspended, now).level,
+            Level::Warn
+        );
     }
 
     #[test]

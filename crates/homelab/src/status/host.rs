@@ -2,7 +2,7 @@
 //! system generation (and source revision) is running.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::config::{Disk, Host};
 use super::{Check, Level, ago, one_line};
@@ -11,45 +11,64 @@ use crate::env_vars;
 /// systemctl answers in milliseconds; this only bounds a hung manager.
 const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn check(host: &Host) -> Vec<Check> {
-    let mut checks = vec![
-        failed_units(),
-        age_key(&host.age_key_file),
-        generation(host),
-    ];
-    if !host.timers.is_empty() {
-        checks.push(timers(&host.timers));
-    }
+/// What the host's files say: the age key, the generation, free space.
+pub fn files(host: &Host) -> Vec<Check> {
+    let mut checks = vec![age_key(&host.age_key_file), generation(host)];
     checks.extend(host.disks.iter().map(disk));
     checks
 }
 
-fn systemctl(args: &[&str]) -> Result<crate::process::Finished, String> {
+/// What systemd says: failed units and the timers that must be active. On its own thread:
+/// a hung systemd must not take the disk and key checks down with it.
+pub fn systemd(host: &Host, deadline: Instant) -> Vec<Check> {
+    let mut checks = failed_units(deadline);
+    if !host.timers.is_empty() {
+        checks.extend(timers(&host.timers, deadline));
+    }
+    checks
+}
+
+/// The ids the systemd part reports under, for when it does not answer at all.
+pub const SYSTEMD_IDS: [&str; 2] = ["host/units", "host/timers"];
+
+fn systemctl(args: &[&str], deadline: Instant) -> Result<crate::process::Finished, String> {
     let program =
         std::env::var_os(env_vars::HOMELAB_SYSTEMCTL).unwrap_or_else(|| "systemctl".into());
     let mut command = std::process::Command::new(program);
     command.args(args);
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .min(SYSTEMCTL_TIMEOUT);
     crate::process::run(
         &mut command,
         &crate::process::Cancel::default(),
-        Some(SYSTEMCTL_TIMEOUT),
+        Some(left),
         true,
     )
-    .map_err(|err| err.to_string())
+    .map_err(|err| match err {
+        crate::process::ProcessError::TimedOut { .. } => {
+            "systemctl did not answer in time (systemd hung?)".to_owned()
+        }
+        other => other.to_string(),
+    })
 }
 
-fn failed_units() -> Check {
+/// One line per failed unit (a second failure is its own alert), or one ok line.
+fn failed_units(deadline: Instant) -> Vec<Check> {
     const ID: &str = "host/units";
-    let done = match systemctl(&[
-        "list-units",
-        "--state=failed",
-        "--plain",
-        "--no-legend",
-        "--no-pager",
-    ]) {
+    let done = match systemctl(
+        &[
+            "list-units",
+            "--state=failed",
+            "--plain",
+            "--no-legend",
+            "--no-pager",
+        ],
+        deadline,
+    ) {
         Ok(done) if done.status.success() => done,
         Ok(done) => {
-            return Check::new(
+            return vec![Check::new(
                 ID,
                 Level::Unknown,
                 format!(
@@ -57,44 +76,47 @@ fn failed_units() -> Check {
                     done.status,
                     one_line(&done.stderr_tail())
                 ),
-            );
+            )];
         }
-        Err(err) => return Check::new(ID, Level::Unknown, err),
+        Err(err) => return vec![Check::new(ID, Level::Unknown, err)],
     };
     let failed: Vec<String> = done
         .stdout_text()
         .lines()
         .filter_map(|line| line.split_whitespace().next())
         .map(|unit| one_line(unit.trim_start_matches('●')))
-        .filter(|unit| !unit.is_empty())
+        .filter(|unit| !unit.is_empty() && !unit.contains('/'))
         .collect();
-    match failed.as_slice() {
-        [] => Check::new(ID, Level::Ok, "no failed units"),
-        [one] => Check::new(ID, Level::Fail, format!("{one} failed"))
-            .more(format!("journalctl -u {one} -n 50")),
-        many => Check::new(
-            ID,
-            Level::Fail,
-            format!("{} units failed: {}", many.len(), many.join(", ")),
-        )
-        .more("systemctl --failed"),
+    if failed.is_empty() {
+        return vec![Check::new(ID, Level::Ok, "no failed units")];
     }
+    failed
+        .iter()
+        .map(|unit| {
+            Check::new(
+                format!("{ID}/{unit}"),
+                Level::Fail,
+                format!("{unit} failed"),
+            )
+            .more(format!("journalctl -u {unit} -n 50"))
+        })
+        .collect()
 }
 
 /// `systemctl is-active` prints one state per unit, in order; a masked or stopped timer means a
-/// job that silently stopped running.
-fn timers(timers: &[String]) -> Check {
+/// job that silently stopped running. One line per timer that is not active, or one ok line.
+fn timers(timers: &[String], deadline: Instant) -> Vec<Check> {
     const ID: &str = "host/timers";
     let mut args = vec!["is-active"];
     args.extend(timers.iter().map(String::as_str));
-    let done = match systemctl(&args) {
+    let done = match systemctl(&args, deadline) {
         Ok(done) => done,
-        Err(err) => return Check::new(ID, Level::Unknown, err),
+        Err(err) => return vec![Check::new(ID, Level::Unknown, err)],
     };
     let text = done.stdout_text();
     let states: Vec<&str> = text.lines().map(str::trim).collect();
     if states.len() != timers.len() {
-        return Check::new(
+        return vec![Check::new(
             ID,
             Level::Unknown,
             format!(
@@ -103,19 +125,29 @@ fn timers(timers: &[String]) -> Check {
                 timers.len(),
                 one_line(&done.stderr_tail())
             ),
-        );
+        )];
     }
-    let inactive: Vec<String> = timers
+    let inactive: Vec<Check> = timers
         .iter()
         .zip(&states)
         .filter(|(_, state)| **state != "active")
-        .map(|(timer, state)| format!("{timer} is {}", one_line(state)))
+        .map(|(timer, state)| {
+            Check::new(
+                format!("{ID}/{timer}"),
+                Level::Fail,
+                format!("{timer} is {}: its job will not run", one_line(state)),
+            )
+            .more(format!("systemctl status {timer}"))
+        })
         .collect();
     if inactive.is_empty() {
-        Check::new(ID, Level::Ok, format!("{} timers active", timers.len()))
+        vec![Check::new(
+            ID,
+            Level::Ok,
+            format!("{} timers active", timers.len()),
+        )]
     } else {
-        Check::new(ID, Level::Fail, inactive.join(", "))
-            .more("systemctl list-timers --all 'homelab-*'")
+        inactive
     }
 }
 
@@ -208,6 +240,11 @@ fn age_key(file: &Path) -> Check {
                 .more(more)
             }
         }
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => Check::new(
+            ID,
+            Level::Unknown,
+            format!("cannot read {}: {err} (run as root)", file.display()),
+        ),
         Err(err) => Check::new(
             ID,
             Level::Fail,

@@ -167,15 +167,29 @@ pub fn run(cmd: &StatusCmd) -> ExitStatus {
 /// A part that has not answered is one unknown line; its thread (and any child it waits for,
 /// which dies with us through its parent-death signal) is abandoned.
 fn gather(config: &StatusConfig, deadline: Instant) -> Vec<Check> {
-    let mut parts: Vec<(&'static str, Part)> = Vec::new();
+    // Each part: its name, the ids it answers for when it does not answer at all, the work.
+    let mut parts: Vec<(&'static str, Vec<String>, Part)> = Vec::new();
     if let Some(host) = &config.host {
-        let host = host.clone();
-        parts.push(("host", Box::new(move |_| host::check(&host))));
+        let files = host.clone();
+        let mut covers = vec!["host/age-key".to_owned(), "host/generation".to_owned()];
+        covers.extend(
+            host.disks
+                .iter()
+                .map(|d| format!("host/disk:{}", d.path.get_ref().display())),
+        );
+        parts.push(("host", covers, Box::new(move |_| host::files(&files))));
+        let systemd = host.clone();
+        parts.push((
+            "host-systemd",
+            host::SYSTEMD_IDS.map(str::to_owned).to_vec(),
+            Box::new(move |deadline| host::systemd(&systemd, deadline)),
+        ));
     }
     if let Some(cluster) = &config.cluster {
         let kubeconfig = cluster.kubeconfig.clone();
         parts.push((
             "cluster",
+            vec!["cluster".to_owned()],
             Box::new(move |deadline| cluster::check(&kubeconfig, deadline)),
         ));
     }
@@ -184,6 +198,7 @@ fn gather(config: &StatusConfig, deadline: Instant) -> Vec<Check> {
         let expected = tunnel.expected_connections;
         parts.push((
             "tunnel",
+            vec!["tunnel".to_owned()],
             Box::new(move |deadline| tunnel::check(&url, expected, deadline)),
         ));
     }
@@ -194,15 +209,23 @@ fn gather(config: &StatusConfig, deadline: Instant) -> Vec<Check> {
             .iter()
             .map(|c| (c.name.get_ref().clone(), c.rpo))
             .collect();
+        // The clients are read from the backup repository, by the backup part.
+        let mut covers = vec!["backup".to_owned()];
+        if !clients.is_empty() {
+            covers.push("client".to_owned());
+        }
         parts.push((
             "backup",
+            covers,
             Box::new(move |deadline| backups::check(&file, &clients, deadline)),
         ));
     }
     let (sender, receiver) = mpsc::channel();
     let mut waiting: Vec<&'static str> = Vec::new();
     let mut checks = Vec::new();
-    for (name, part) in parts {
+    let mut covers_of: Vec<(&'static str, Vec<String>)> = Vec::new();
+    for (name, covers, part) in parts {
+        covers_of.push((name, covers));
         let sender = sender.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("status-{name}"))
@@ -236,11 +259,15 @@ fn gather(config: &StatusConfig, deadline: Instant) -> Vec<Check> {
             "did not answer within {} s (hung disk, frozen server?)",
             (PART_DEADLINE + STRAGGLER_GRACE).as_secs()
         );
-        // The clients are read from the backup repository, by the backup part.
-        if name == "backup" && !config.clients.is_empty() {
-            checks.push(Check::new("client", Level::Unknown, reason.clone()));
+        for (part, covers) in &covers_of {
+            if *part == name {
+                checks.extend(
+                    covers
+                        .iter()
+                        .map(|id| Check::new(id.clone(), Level::Unknown, reason.clone())),
+                );
+            }
         }
-        checks.push(Check::new(name, Level::Unknown, reason));
     }
     let order = |c: &Check| {
         ["host", "cluster", "tunnel", "backup", "client"]
