@@ -48,15 +48,24 @@ pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
     validate: impl FnOnce(&T) -> Result<(), Invalid>,
 ) -> Result<T, Box<ConfigError>> {
     let parsed = toml::Deserializer::parse(&text)
-        .map_err(|err| (String::new(), err))
+        .map_err(|err| (String::new(), err, true))
         .and_then(|de| {
             serde_path_to_error::deserialize::<_, T>(de)
-                .map_err(|err| (err.path().to_string(), err.into_inner()))
+                .map_err(|err| (err.path().to_string(), err.into_inner(), false))
         });
     let config = match parsed {
         Ok(config) => config,
-        Err((key, err)) => {
-            let span = err.span().unwrap_or(0..0);
+        Err((key, err, syntax)) => {
+            // A syntax error's span can be empty (a point): widen it to a character so that
+            // the error still names its line.
+            let span = match err.span() {
+                Some(span) if syntax && span.is_empty() && !text.is_empty() => {
+                    let start = span.start.min(text.len() - 1);
+                    start..start + 1
+                }
+                Some(span) => span,
+                None => 0..0,
+            };
             let err = ConfigError::new(file, &key, span, err.message().to_owned());
             return Err(Box::new(err.with_source(text)));
         }

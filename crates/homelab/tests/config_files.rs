@@ -73,3 +73,44 @@ fn invalid_configurations_fail_with_located_errors() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+fn client_status(config: &Path, home: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_homelab"))
+        .args(["client", "status", "--config"])
+        .arg(config)
+        .env("HOME", home)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("homelab runs")
+}
+
+#[test]
+fn the_example_client_configuration_loads_and_client_errors_say_what_to_do() {
+    let home = tempfile::tempdir().expect("home");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../macbook/client.example.toml");
+    let out = client_status(&example, home.path());
+    // Loaded: nothing backed up yet in this empty home is a failure (1), not a bad config (2).
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let missing = home.path().join("nothing-here.toml");
+    let out = client_status(&missing, home.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("run `homelab client setup"), "{err}");
+
+    let broken = home.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        "server-hostname = \"kopia.aza.network\"\nthis is not TOML\n",
+    )
+    .expect("write");
+    let out = client_status(&broken, home.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.toml:2:"), "the line is named: {err}");
+}

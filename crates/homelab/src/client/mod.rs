@@ -72,6 +72,15 @@ fn load(arg: &ConfigArg) -> Result<(PathBuf, ClientConfig), ExitStatus> {
         eprintln!("error: {err:#}");
         ExitStatus::Error
     })?;
+    if !path.exists() {
+        eprintln!(
+            "error: no client configuration at {}: run `homelab client setup --fingerprint <SHA256> \
+             --password-stdin --service-token-id <ID> --service-token-secret-stdin` first \
+             (macbook/README.md)",
+            path.display()
+        );
+        return Err(ExitStatus::Error);
+    }
     match ClientConfig::load(&path) {
         Ok(config) => Ok((path, config)),
         Err(err) => {
