@@ -44,17 +44,25 @@ install_debian_packages() {
 install_kopia() {
   say "kopia $kopia_version"
   mkdir -p "$tools/bin"
-  if [[ -x $tools/bin/kopia && $(cat "$tools/kopia.version" 2>/dev/null) == "$kopia_version" ]]; then
+  # The cache key names the stamp too: a kopia built before it was stamped is rebuilt.
+  local key="$kopia_version stamped"
+  if [[ -x $tools/bin/kopia && $(cat "$tools/kopia.version" 2>/dev/null) == "$key" ]]; then
     return 0
   fi
   command -v go >/dev/null || die "Go is needed to build kopia"
   # `go install module@version` asks the proxy for the module's version list, which it refuses
   # for kopia; downloading the exact version and building inside it does not.
-  local module_dir
-  module_dir=$(go mod download -json "github.com/kopia/kopia@$kopia_version" |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
-  (cd "$module_dir" && GOFLAGS=-mod=mod GOBIN="$tools/bin" go install .)
-  echo "$kopia_version" >"$tools/kopia.version"
+  local module_json module_dir commit
+  module_json=$(go mod download -json "github.com/kopia/kopia@$kopia_version")
+  module_dir=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])' <<<"$module_json")
+  commit=$(python3 -c 'import json, sys; print(json.load(sys.stdin).get("Origin", {}).get("Hash", "go-module"))' <<<"$module_json")
+  # Stamped as upstream's release build stamps it (its .goreleaser.yml ldflags), so that
+  # `kopia --version` reports the pinned release; the tests check it does.
+  (cd "$module_dir" && GOFLAGS=-mod=mod GOBIN="$tools/bin" go install -ldflags "\
+    -X github.com/kopia/kopia/repo.BuildVersion=${kopia_version#v} \
+    -X github.com/kopia/kopia/repo.BuildInfo=$commit \
+    -X github.com/kopia/kopia/repo.BuildGitHubRepo=kopia/kopia" .)
+  echo "$key" >"$tools/kopia.version"
 }
 
 install_cargo_tool() { # $1: crate, $2: version

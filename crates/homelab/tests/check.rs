@@ -722,6 +722,114 @@ fn flux_alert_rules() {
 }
 
 #[test]
+fn bytes_that_are_not_text_names_that_are_not_utf8_and_symlinks_out_of_the_tree() {
+    // A byte that is not UTF-8, even in a comment: kustomize (and Flux) refuse the whole file.
+    let copy = copy_repo();
+    let root = copy.path();
+    let deployment = format!("{APPS}/vaultwarden/deployment.yaml");
+    let mut bytes = std::fs::read(root.join(&deployment)).expect("read");
+    let at = bytes.iter().position(|&b| b == b'\n').expect("a line") + 1;
+    bytes.splice(at..at, b"# caf\xe9\n".iter().copied());
+    std::fs::write(root.join(&deployment), &bytes).expect("write");
+    let all = assert_finding(root, "structure/encoding", &deployment, 2);
+    assert!(all.contains("byte 0xe9 on line 2 is not UTF-8"), "{all}");
+
+    // An unlisted file whose name is not UTF-8: a finding at its (escaped) path; the check goes
+    // on and still finds the rest.
+    let copy = copy_repo();
+    let root = copy.path();
+    use std::os::unix::ffi::OsStrExt;
+    let odd = std::ffi::OsStr::from_bytes(b"notes-\xff.yaml");
+    std::fs::write(root.join(APPS).join("vaultwarden").join(odd), "a: 1\n").expect("odd name");
+    let line = edit(
+        root,
+        &format!("{CLUSTER}/flux-system-sync.yaml"),
+        "  interval: 1m",
+        "  interval: 10m",
+    );
+    let (out, report) = check(root);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let findings = report["findings"].as_array().expect("findings");
+    assert!(
+        findings.iter().any(|f| f["rule"] == "structure/encoding"
+            && f["file"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("notes-\u{fffd}.yaml"))),
+        "{report}"
+    );
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["rule"] == "flux/interval" && f["line"] == line as u64),
+        "the check went on: {report}"
+    );
+
+    // An unlisted *.sops.yaml that is a symlink out of the tree, like any such symlink.
+    let copy = copy_repo();
+    let root = copy.path();
+    let outside = tempfile::tempdir().expect("outside");
+    std::fs::write(outside.path().join("secret.sops.yaml"), "kind: Secret\n").expect("outside");
+    let link = format!("{APPS}/vaultwarden/extra.sops.yaml");
+    std::os::unix::fs::symlink(outside.path().join("secret.sops.yaml"), root.join(&link))
+        .expect("symlink");
+    let all = assert_finding(root, "structure/missing-entry", &link, 0);
+    assert!(
+        all.contains("leads out of the repository through a symlink"),
+        "{all}"
+    );
+
+    // Terminal escapes in a file never reach the terminal raw: shown as control pictures.
+    let copy = copy_repo();
+    let root = copy.path();
+    edit(
+        root,
+        &deployment,
+        "  replicas: 1",
+        "  replicas: 1\n  \u{1b}[2Jbogus: 1",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_homelab"))
+        .arg("check")
+        .arg(root)
+        .output()
+        .expect("homelab runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        !out.stdout.contains(&0x1b),
+        "an escape byte reached the output"
+    );
+    assert!(stdout(&out).contains('\u{241b}'), "{}", stdout(&out));
+}
+
+#[test]
+fn objects_the_api_server_refuses_for_their_size() {
+    let copy = copy_repo();
+    let root = copy.path();
+    let big = format!("{APPS}/libsql/big.yaml");
+    let mut text = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n");
+    for i in 0..1100 {
+        text.push_str(&format!("  key-{i:04}: {}\n", "x".repeat(1000)));
+    }
+    write(root, &big, &text);
+    edit(
+        root,
+        &format!("{APPS}/libsql/kustomization.yaml"),
+        "resources:\n",
+        "resources:\n  - big.yaml\n",
+    );
+    let all = assert_finding(root, "schema/too-large", &big, 1);
+    assert!(all.contains("more than 1048576"), "{all}");
+    assert_only(root, &["schema/too-large"]);
+    // Just under the limit: nothing.
+    let mut text = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n");
+    for i in 0..1000 {
+        text.push_str(&format!("  key-{i:04}: {}\n", "x".repeat(1000)));
+    }
+    write(root, &big, &text);
+    let (out, _) = check(root);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
 fn hygiene_rules() {
     let deployment = format!("{APPS}/vaultwarden/deployment.yaml");
     let copy = copy_repo();

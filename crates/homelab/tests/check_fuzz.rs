@@ -1,7 +1,8 @@
 //! The loaders never panic, whatever is in the files: arbitrary text, YAML-shaped token soup and
 //! damaged copies of the real manifests, put where the check reads them (a listed manifest, a
-//! kustomization, .sops.yaml, a SOPS file, homelab.toml). Each case must end in findings or a
-//! clean error. `PROPTEST_CASES=N` runs longer (docs/check.md has how long it ran).
+//! kustomization, .sops.yaml, a SOPS file, homelab.toml), and arbitrary bytes there. Each case
+//! must end in findings, or an error only for an unreadable homelab.toml; bytes that are not
+//! UTF-8 must be a finding at their file. `PROPTEST_CASES=N` runs longer (docs/check.md has how long it ran).
 
 use std::path::PathBuf;
 
@@ -126,15 +127,37 @@ thread_local! {
 }
 
 fn run_case(target: &str, text: &str) {
+    run_bytes(target, text.as_bytes());
+}
+
+/// Writes `bytes` at `target` in the copy and checks it. The answer must be findings (the run
+/// goes on), or an error only where the input itself cannot be read: homelab.toml, without
+/// which there is no tree. A file that is not UTF-8 is a finding at that file.
+fn run_bytes(target: &str, bytes: &[u8]) {
     COPY.with(|copy| {
         let root = copy.path();
         let _restore = Restore {
             path: root.join(target),
             original: std::fs::read_to_string(repo().join(target)).expect("original"),
         };
-        std::fs::write(root.join(target), text).expect("write case");
-        // Findings or a clean error; a panic fails the property.
-        let _ = homelab::check::check(root);
+        std::fs::write(root.join(target), bytes).expect("write case");
+        match homelab::check::check(root) {
+            Ok(checked) => {
+                if std::str::from_utf8(bytes).is_err() {
+                    assert!(
+                        checked
+                            .findings
+                            .iter()
+                            .any(|f| f.rule.id == "structure/encoding" && f.at.file == target),
+                        "{target}: bytes that are not UTF-8 give no structure/encoding finding"
+                    );
+                }
+            }
+            Err(err) => assert_eq!(
+                target, "homelab.toml",
+                "only homelab.toml may stop the check; {target} did: {err:#}"
+            ),
+        }
     });
 }
 
@@ -144,6 +167,14 @@ proptest! {
     #[test]
     fn arbitrary_text_anywhere(target in prop::sample::select(TARGETS.to_vec()), text in "\\PC{0,400}") {
         run_case(target, &text);
+    }
+
+    #[test]
+    fn arbitrary_bytes_anywhere(
+        target in prop::sample::select(TARGETS.to_vec()),
+        bytes in prop::collection::vec(any::<u8>(), 0..400),
+    ) {
+        run_bytes(target, &bytes);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Pins stay current: every image and chart pin in the Flux tree is one Renovate would update.
 //! The config itself is validated offline by `renovate-config-validator` in `.ci/run`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 fn repo() -> PathBuf {
@@ -156,6 +158,21 @@ fn one_kopia_release_on_the_host_in_the_server_image_and_in_ci() {
         1,
         "kopia differs between the host, the server image and CI (docs/backup.md):\n{}",
         versions.join("\n")
+    );
+    // And the kopia the tests drive says it is that release (built stamped, as upstream's
+    // release build is), so a test run can never pass on some other kopia by mistake.
+    if !common::require(&["kopia"]) {
+        return;
+    }
+    let pinned = distinct.iter().next().expect("one version");
+    let out = std::process::Command::new("kopia")
+        .arg("--version")
+        .output()
+        .expect("kopia runs");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with(&format!("{pinned} build: ")),
+        "kopia on PATH reports {said:?}, the pin is {pinned}"
     );
 }
 

@@ -26,6 +26,11 @@ pub struct Location {
 }
 
 impl Location {
+    /// Where `node` was written in `file`.
+    pub fn at(file: &str, node: &super::yaml::Node) -> Self {
+        Self::new(file, node.line as usize, node.col as usize)
+    }
+
     pub fn new(file: &str, line: usize, col: usize) -> Self {
         Self {
             file: file.to_owned(),
@@ -59,6 +64,9 @@ rules! {
     YAML_SYNTAX "structure/yaml-syntax" Error
         "the file is not valid YAML"
         "fix the syntax at the position shown; Flux rejects the whole Kustomization";
+    ENCODING "structure/encoding" Error
+        "a file, or a file name, is not UTF-8: kustomize (and so Flux) refuses the file"
+        "save the file as UTF-8 (and rename a file whose name is not)";
     DUPLICATE_KEY "structure/duplicate-key" Error
         "a mapping has the same key twice; only the last one counts"
         "merge the two entries into one";
@@ -80,6 +88,9 @@ rules! {
     SCHEMA "schema/invalid" Error
         "the object does not match the strict schema of its kind (unknown field, wrong type, missing field)"
         "compare with the API reference of the kind at the Kubernetes version the host runs";
+    TOO_LARGE "schema/too-large" Error
+        "an object the API server refuses for its size (a request over 3 MiB, ConfigMap or Secret data over 1 MiB)"
+        "split the data over several objects, or keep it out of the cluster (a volume under /srv)";
     UNKNOWN_KIND "schema/unknown-kind" Error
         "no schema ships with `homelab check` for this apiVersion and kind"
         "check the apiVersion for typos; a new kind needs adding to scripts/vendor-check-schemas.py";

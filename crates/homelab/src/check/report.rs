@@ -3,6 +3,8 @@
 use std::fmt;
 use std::io::{IsTerminal, Write};
 
+use std::sync::Arc;
+
 use miette::{
     Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode,
 };
@@ -12,13 +14,13 @@ use super::findings::{Finding, Severity};
 
 struct Shown<'a> {
     finding: &'a Finding,
-    source: Option<NamedSource<String>>,
+    source: Option<NamedSource<Arc<str>>>,
     span: Option<(usize, usize)>,
 }
 
 impl fmt::Debug for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.finding.message)
+        write!(f, "{}", printable(&self.finding.message))
     }
 }
 
@@ -26,9 +28,14 @@ impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let at = &self.finding.at;
         if self.span.is_none() {
-            write!(f, "{}: {}", at.file, self.finding.message)
+            write!(
+                f,
+                "{}: {}",
+                printable(&at.file),
+                printable(&self.finding.message)
+            )
         } else {
-            write!(f, "{}", self.finding.message)
+            write!(f, "{}", printable(&self.finding.message))
         }
     }
 }
@@ -67,6 +74,21 @@ impl Diagnostic for Shown<'_> {
     }
 }
 
+/// Text as it may reach a terminal: every control character but newline and tab shown as its
+/// Unicode control picture (one character for one, so columns stay right), C1 controls and DEL
+/// as U+FFFD/␡. A file's bytes never move the cursor or change colours.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c,
+            '\u{0}'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
+            '\u{7f}' => '\u{2421}',
+            c if c.is_control() => '\u{fffd}',
+            c => c,
+        })
+        .collect()
+}
+
 /// Byte offset and length of the rest of the line from (line, col) — the token a finding is
 /// about starts there.
 fn span_of(text: &str, line: usize, col: usize) -> Option<(usize, usize)> {
@@ -96,12 +118,22 @@ pub fn text(checked: &Checked) -> std::io::Result<()> {
     };
     let handler = GraphicalReportHandler::new_themed(theme).with_context_lines(1);
     let mut out = std::io::stdout().lock();
+    // Each file's text once, made printable, shared by all of its findings.
+    let mut printable_texts: std::collections::HashMap<&str, Arc<str>> =
+        std::collections::HashMap::new();
     for finding in &checked.findings {
-        let text = checked
-            .files
-            .iter()
-            .find(|f| f.path == finding.at.file)
-            .map(|f| f.text.clone());
+        let text = match printable_texts.get(finding.at.file.as_str()) {
+            Some(text) => Some(Arc::clone(text)),
+            None => checked
+                .files
+                .iter()
+                .find(|f| f.path == finding.at.file)
+                .map(|f| {
+                    let text: Arc<str> = Arc::from(printable(&f.text));
+                    printable_texts.insert(f.path.as_str(), Arc::clone(&text));
+                    text
+                }),
+        };
         let span = text
             .as_deref()
             .and_then(|t| span_of(t, finding.at.line, finding.at.col));
@@ -109,7 +141,7 @@ pub fn text(checked: &Checked) -> std::io::Result<()> {
             finding,
             source: span
                 .and(text)
-                .map(|t| NamedSource::new(&finding.at.file, t)),
+                .map(|t| NamedSource::new(printable(&finding.at.file), t)),
             span,
         };
         let mut rendered = String::new();
@@ -120,7 +152,7 @@ pub fn text(checked: &Checked) -> std::io::Result<()> {
         writeln!(
             out,
             "{}:{}:{}: {}[{}] {}",
-            finding.at.file,
+            printable(&finding.at.file),
             finding.at.line,
             finding.at.col + 1,
             match finding.rule.severity {
@@ -128,7 +160,7 @@ pub fn text(checked: &Checked) -> std::io::Result<()> {
                 Severity::Warning => "warning",
             },
             finding.rule.id,
-            finding.message
+            printable(&finding.message)
         )?;
         writeln!(out, "{rendered}")?;
     }
@@ -180,7 +212,15 @@ pub fn json(checked: &Checked) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::span_of;
+    use super::{printable, span_of};
+
+    #[test]
+    fn control_characters_are_shown_not_sent() {
+        assert_eq!(
+            printable("a\u{1b}[31mb\rc\n\td\u{9b}\u{7f}"),
+            "a\u{241b}[31mb\u{240d}c\n\td\u{fffd}\u{2421}"
+        );
+    }
 
     #[test]
     fn spans_point_at_the_token() {

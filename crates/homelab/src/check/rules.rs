@@ -141,12 +141,12 @@ impl<'a> Checker<'a> {
         if silenced(&object.node, rule.id) {
             return;
         }
-        let at = Location::new(self.file(object), node.line, node.col);
+        let at = Location::at(self.file(object), node);
         self.findings.push(Finding { rule, at, message });
     }
 
     fn at_file(&mut self, rule: &'static Rule, file: &str, node: &Node, message: String) {
-        let at = Location::new(file, node.line, node.col);
+        let at = Location::at(file, node);
         self.findings.push(Finding { rule, at, message });
     }
 
@@ -212,6 +212,60 @@ impl<'a> Checker<'a> {
                     }
                 }
             }
+            self.size(object, &json);
+        }
+    }
+
+    /// What the API server refuses for size alone: a request body over 3 MiB
+    /// (k8s.io/apiserver pkg/server/config.go, `MaxRequestBodyBytes: 3 * 1024 * 1024`), and
+    /// ConfigMap or Secret data over 1 MiB in total (k8s.io/kubernetes pkg/apis/core/types.go
+    /// `MaxSecretSize`, enforced by ValidateConfigMap and ValidateSecret).
+    fn size(&mut self, object: &Object, json: &serde_json::Value) {
+        const MAX_REQUEST_BYTES: u64 = 3 * 1024 * 1024;
+        const MAX_DATA_BYTES: u64 = 1024 * 1024;
+        let mut counter = ByteCounter(0);
+        if serde_json::to_writer(&mut counter, json).is_ok() && counter.0 > MAX_REQUEST_BYTES {
+            self.at(
+                &rules::TOO_LARGE,
+                object,
+                &object.node,
+                format!(
+                    "{}: {} bytes as JSON; the API server refuses requests over {MAX_REQUEST_BYTES}",
+                    label(&object.node),
+                    counter.0
+                ),
+            );
+        }
+        let kind = kind(&object.node);
+        if kind != "ConfigMap" && kind != "Secret" {
+            return;
+        }
+        let mut total = 0u64;
+        for (field, encoded) in [
+            ("data", kind == "Secret"),
+            ("stringData", false),
+            ("binaryData", true),
+        ] {
+            for (_, value) in object
+                .node
+                .get(field)
+                .map(Node::entries)
+                .unwrap_or_default()
+            {
+                total += data_bytes(&value.scalar_text(), encoded);
+            }
+        }
+        if total > MAX_DATA_BYTES {
+            self.at(
+                &rules::TOO_LARGE,
+                object,
+                &object.node,
+                format!(
+                    "{}: {total} bytes of data; the API server refuses a {kind} with more than \
+                     {MAX_DATA_BYTES}",
+                    label(&object.node)
+                ),
+            );
         }
     }
 
@@ -1567,7 +1621,7 @@ impl<'a> Checker<'a> {
                 let (id, reason) = line.split_once(':').unwrap_or((line, ""));
                 let known = rules::ALL.iter().any(|r| r.id == id.trim());
                 if !known || reason.trim().is_empty() {
-                    let at = Location::new(self.file(object), annotation.line, annotation.col);
+                    let at = Location::at(self.file(object), annotation);
                     self.findings.push(Finding {
                         rule: &rules::SILENCE,
                         at,
@@ -1584,6 +1638,36 @@ impl<'a> Checker<'a> {
 }
 
 /// Whether following `dependsOn` from `from` comes back to it.
+/// Counts what would be written.
+struct ByteCounter(u64);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len() as u64;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The bytes a data value holds: base64 decoded when `encoded`; a SOPS-encrypted value
+/// (`ENC[AES256_GCM,data:<base64 ciphertext>,…]`) by its ciphertext, which is as long as the
+/// plaintext.
+fn data_bytes(value: &str, encoded: bool) -> u64 {
+    let base64_len = |text: &str| (text.trim_end_matches('=').len() as u64 * 3) / 4;
+    let plain = match value
+        .strip_prefix("ENC[")
+        .and_then(|rest| rest.split(",data:").nth(1))
+        .and_then(|rest| rest.split(',').next())
+    {
+        Some(ciphertext) => base64_len(ciphertext),
+        None => value.len() as u64,
+    };
+    if encoded { plain * 3 / 4 } else { plain }
+}
+
 fn depends_in_a_cycle(names: &BTreeMap<String, &Object>, from: &str) -> bool {
     let mut stack = vec![from.to_owned()];
     let mut seen = BTreeSet::new();

@@ -201,7 +201,18 @@ impl Tree {
         if !facts_path.is_file() {
             return Err(LoadError::NotARepository(root.to_owned()));
         }
-        let facts_text = read(&facts_path)?;
+        let facts_bytes = std::fs::read(&facts_path).map_err(|source| LoadError::Read {
+            path: facts_path.clone(),
+            source,
+        })?;
+        let facts_text = String::from_utf8(facts_bytes).map_err(|err| {
+            let at = err.utf8_error().valid_up_to();
+            LoadError::Facts {
+                file: FACTS_FILE.to_owned(),
+                line: err.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1,
+                message: "not UTF-8 (TOML files must be)".to_owned(),
+            }
+        })?;
         let facts: Facts = toml::from_str(&facts_text).map_err(|e| LoadError::Facts {
             file: FACTS_FILE.to_owned(),
             line: e
@@ -324,7 +335,8 @@ impl Tree {
 
     fn add_objects(&mut self, objects: Vec<Rendered>, flux: Option<usize>) {
         // kustomize refuses a build with the same object twice; Flux then applies nothing.
-        let mut seen: HashMap<(String, String, String), Location> = HashMap::new();
+        // Only where the first one was: a tree of many small objects keeps this map small.
+        let mut seen: HashMap<(String, String, String), (usize, u32)> = HashMap::new();
         for rendered in &objects {
             let node = &rendered.node;
             let text = |path: &[&str]| node.path(path).map(Node::scalar_text).unwrap_or_default();
@@ -333,19 +345,19 @@ impl Tree {
                 text(&["metadata", "namespace"]),
                 text(&["metadata", "name"]),
             );
-            let at = Location::new(&self.files[rendered.file].path, node.line, node.col);
-            if let Some(first) = seen.get(&id) {
+            if let Some(&(first_file, first_line)) = seen.get(&id) {
                 let message = format!(
-                    "{} {}/{} is also defined at {}:{}; kustomize refuses the build",
-                    id.0, id.1, id.2, first.file, first.line
+                    "{} {}/{} is also defined at {}:{first_line}; kustomize refuses the build",
+                    id.0, id.1, id.2, self.files[first_file].path
                 );
+                let at = Location::at(&self.files[rendered.file].path, node);
                 self.findings.push(Finding {
                     rule: &rules::DUPLICATE_OBJECT,
                     at,
                     message,
                 });
             } else {
-                seen.insert(id, at);
+                seen.insert(id, (rendered.file, node.line));
             }
         }
         for Rendered {
@@ -391,7 +403,7 @@ impl Tree {
     }
 
     pub fn report(&mut self, rule: &'static Rule, file: usize, node: &Node, message: String) {
-        let at = Location::new(&self.files[file].path, node.line, node.col);
+        let at = Location::at(&self.files[file].path, node);
         self.findings.push(Finding { rule, at, message });
     }
 
@@ -404,12 +416,34 @@ impl Tree {
         if let Some(index) = self.files.iter().position(|f| f.path == relative) {
             return Ok(index);
         }
-        let text = read(&self.root.join(relative))?;
+        let path = self.root.join(relative);
+        let bytes = std::fs::read(&path).map_err(|source| LoadError::Read { path, source })?;
+        let (text, invalid) = match String::from_utf8(bytes) {
+            Ok(text) => (text, None),
+            Err(err) => {
+                let at = err.utf8_error().valid_up_to();
+                let bytes = err.into_bytes();
+                let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+                let message = format!(
+                    "byte 0x{:02x} on line {line} is not UTF-8; kustomize, and so Flux, refuses \
+                     the whole file",
+                    bytes[at]
+                );
+                (
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                    Some((line, message)),
+                )
+            }
+        };
         self.files.push(SourceFile {
             path: relative.to_owned(),
             text,
         });
-        Ok(self.files.len() - 1)
+        let index = self.files.len() - 1;
+        if let Some((line, message)) = invalid {
+            self.report_at(&rules::ENCODING, index, line, message);
+        }
+        Ok(index)
     }
 
     fn load_sops_config(&mut self, loader: &mut Loader) -> Result<(), LoadError> {
@@ -453,7 +487,17 @@ impl Tree {
     /// one); every *.sops.yaml file is read whether rendered or not.
     fn find_orphans_and_sops_files(&mut self, loader: &mut Loader) -> Result<(), LoadError> {
         let mut files = Vec::new();
-        walk(&self.root, &self.root.join(&self.cluster), &mut files)?;
+        let mut odd = Vec::new();
+        walk(
+            &self.root,
+            &self.root.join(&self.cluster),
+            &mut files,
+            &mut odd,
+        )?;
+        for (path, rule, message) in odd {
+            let at = Location::new(&path, 0, 0);
+            self.findings.push(Finding { rule, at, message });
+        }
         // SOPS files a kustomization pulls in from outside the cluster folder count too.
         let outside: Vec<String> = loader
             .included
@@ -532,10 +576,28 @@ impl Loader {
         if let Some(documents) = self.parsed.get(&file) {
             return documents.clone();
         }
-        let documents = match yaml::parse(&tree.files[file].text) {
+        let documents = Self::parse(tree, file);
+        self.parsed.insert(file, documents.clone());
+        documents
+    }
+
+    /// The documents of a manifest that is rendered: not kept, so that the tree holds one copy
+    /// of a big file, not two (a file rendered twice is parsed twice; its findings are merged).
+    fn take_documents(&mut self, tree: &mut Tree, file: usize) -> Vec<Node> {
+        self.parsed
+            .remove(&file)
+            .unwrap_or_else(|| Self::parse(tree, file))
+    }
+
+    fn parse(tree: &mut Tree, file: usize) -> Vec<Node> {
+        match yaml::parse(&tree.files[file].text) {
             Ok(parsed) => {
                 for duplicate in parsed.duplicates {
-                    let at = Location::new(&tree.files[file].path, duplicate.line, duplicate.col);
+                    let at = Location::new(
+                        &tree.files[file].path,
+                        duplicate.line as usize,
+                        duplicate.col as usize,
+                    );
                     tree.findings.push(Finding {
                         rule: &rules::DUPLICATE_KEY,
                         at,
@@ -556,9 +618,7 @@ impl Loader {
                 });
                 Vec::new()
             }
-        };
-        self.parsed.insert(file, documents.clone());
-        documents
+        }
     }
 
     /// Renders the kustomization in `dir` (relative): its objects with their file.
@@ -632,7 +692,7 @@ impl Loader {
             match key.scalar_text().as_str() {
                 "apiVersion" | "kind" => {}
                 "namespace" => {
-                    let at = Location::new(&tree.files[file].path, value.line, value.col);
+                    let at = Location::at(&tree.files[file].path, value);
                     namespace = Some((value.scalar_text(), at));
                 }
                 "resources" => {
@@ -773,7 +833,7 @@ impl Loader {
         self.included.insert(relative.clone());
         let manifest = tree.add_file(&relative)?;
         let mut objects = Vec::new();
-        for document in self.documents(tree, manifest) {
+        for document in self.take_documents(tree, manifest) {
             if document.value == Value::Null {
                 continue;
             }
@@ -891,29 +951,58 @@ pub fn is_flux_kustomization(node: &Node) -> bool {
             .is_some_and(|v| v.starts_with("kustomize.toolkit.fluxcd.io/"))
 }
 
-fn read(path: &Path) -> Result<String, LoadError> {
-    std::fs::read(path)
-        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-        .map_err(|source| LoadError::Read {
-            path: path.to_owned(),
-            source,
-        })
-}
-
-fn walk(root: &Path, dir: &Path, found: &mut Vec<String>) -> Result<(), LoadError> {
+/// Every file under `dir` (relative to `root`), in order. Not followed, but reported in `odd`:
+/// names that are not UTF-8 (Flux's checkout and kustomize cannot be trusted with them) and
+/// symlinks that lead out of the repository (Flux's checkout would not have their target).
+fn walk(
+    root: &Path,
+    dir: &Path,
+    found: &mut Vec<String>,
+    odd: &mut Vec<(String, &'static Rule, String)>,
+) -> Result<(), LoadError> {
     let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Read {
         path: dir.to_owned(),
         source,
     })?;
     let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
+    let shown = |path: &Path| {
+        path.strip_prefix(root)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .escape_debug()
+            .to_string()
+    };
     for path in paths {
         // A symlink is not followed: a loop or a link out of the tree must not hang the check.
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };
-        if meta.is_dir() {
-            walk(root, &path, found)?;
+        if path.file_name().and_then(|n| n.to_str()).is_none() {
+            odd.push((
+                shown(&path),
+                &rules::ENCODING,
+                "this name is not UTF-8; rename it (the check skipped what it holds)".to_owned(),
+            ));
+            continue;
+        }
+        if meta.is_symlink() {
+            let inside = match (path.canonicalize(), root.canonicalize()) {
+                (Ok(real), Ok(root)) => real.starts_with(root),
+                _ => false,
+            };
+            if !inside {
+                odd.push((
+                    shown(&path),
+                    &rules::MISSING_ENTRY,
+                    format!(
+                        "{} leads out of the repository through a symlink",
+                        shown(&path)
+                    ),
+                ));
+            }
+        } else if meta.is_dir() {
+            walk(root, &path, found, odd)?;
         } else if meta.is_file()
             && let Ok(relative) = path.strip_prefix(root)
         {

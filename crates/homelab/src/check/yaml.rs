@@ -9,9 +9,10 @@ use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
     pub value: Value,
-    /// 1-based line and 0-based column (characters) where the node starts.
-    pub line: usize,
-    pub col: usize,
+    /// 1-based line and 0-based column (characters) where the node starts. u32: a manifest
+    /// tree holds millions of nodes, and no file the check accepts has 4 billion lines.
+    pub line: u32,
+    pub col: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -30,9 +31,9 @@ pub enum Value {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DuplicateKey {
     pub key: String,
-    pub line: usize,
-    pub col: usize,
-    pub first_line: usize,
+    pub line: u32,
+    pub col: u32,
+    pub first_line: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +51,43 @@ pub struct Parsed {
 
 enum Frame {
     Seq(Vec<Node>, Span, usize),
-    Map(Vec<(Node, Node)>, Option<Node>, Span, usize),
+    Map(MapBuilder, Option<Node>, Span, usize),
+}
+
+/// A mapping being read: its entries in file order, and each key's place among them, so that a
+/// duplicate is found in constant time (a mapping with a million keys stays linear).
+#[derive(Default)]
+struct MapBuilder {
+    /// `None` where a later duplicate replaced the entry.
+    entries: Vec<Option<(Node, Node)>>,
+    index: HashMap<String, usize>,
+}
+
+impl MapBuilder {
+    /// Adds an entry; a key already present is a duplicate: returned with the first one's
+    /// line, and the later value wins, as in Kubernetes' own decoder.
+    fn insert(&mut self, key: Node, value: Node) -> Option<DuplicateKey> {
+        let name = key.scalar_text();
+        let duplicate = match self.index.get(&name) {
+            Some(&at) => {
+                let first = self.entries[at].take().map(|(k, _)| k.line);
+                Some(DuplicateKey {
+                    key: name.clone(),
+                    line: key.line,
+                    col: key.col,
+                    first_line: first.unwrap_or(key.line),
+                })
+            }
+            None => None,
+        };
+        self.index.insert(name, self.entries.len());
+        self.entries.push(Some((key, value)));
+        duplicate
+    }
+
+    fn finish(self) -> Vec<(Node, Node)> {
+        self.entries.into_iter().flatten().collect()
+    }
 }
 
 /// Deeper than any manifest; keeps the recursive walks over the tree (and its drop) off the
@@ -104,7 +141,7 @@ pub fn parse(text: &str) -> Result<Parsed, SyntaxError> {
                 continue;
             }
             Event::MappingStart(anchor, _) => {
-                stack.push(Frame::Map(Vec::new(), None, span, anchor));
+                stack.push(Frame::Map(MapBuilder::default(), None, span, anchor));
                 continue;
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -113,7 +150,7 @@ pub fn parse(text: &str) -> Result<Parsed, SyntaxError> {
                         (at(&start, Value::Seq(items)), anchor)
                     }
                     Some(Frame::Map(entries, _, start, anchor)) => {
-                        (at(&start, Value::Map(merge_keys(entries))), anchor)
+                        (at(&start, Value::Map(merge_keys(entries.finish()))), anchor)
                     }
                     None => continue,
                 };
@@ -134,19 +171,9 @@ pub fn parse(text: &str) -> Result<Parsed, SyntaxError> {
             Some(Frame::Map(entries, pending, ..)) => match pending.take() {
                 None => *pending = Some(done),
                 Some(key) => {
-                    let name = key.scalar_text();
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.scalar_text() == name)
-                    {
-                        parsed.duplicates.push(DuplicateKey {
-                            key: name,
-                            line: key.line,
-                            col: key.col,
-                            first_line: first.line,
-                        });
-                        // The later value wins, as in Kubernetes' own decoder.
-                        entries.retain(|(k, _)| k.scalar_text() != key.scalar_text());
+                    if let Some(duplicate) = entries.insert(key, done) {
+                        parsed.duplicates.push(duplicate);
                     }
-                    entries.push((key, done));
                 }
             },
         }
@@ -169,12 +196,11 @@ fn merge_keys(entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
             Value::Seq(items) => items,
             _ => Vec::new(),
         };
+        let mut present: std::collections::HashSet<String> =
+            merged.iter().map(|(k, _)| k.scalar_text()).collect();
         for map in maps {
             for (key, value) in map.entries() {
-                if !merged
-                    .iter()
-                    .any(|(k, _)| k.scalar_text() == key.scalar_text())
-                {
+                if present.insert(key.scalar_text()) {
                     merged.push((key.clone(), value.clone()));
                 }
             }
@@ -190,10 +216,11 @@ fn remember(anchors: &mut HashMap<usize, (Node, usize)>, anchor: usize, node: &N
 }
 
 fn at(span: &Span, value: Value) -> Node {
+    let narrow = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     Node {
         value,
-        line: span.start.line(),
-        col: span.start.col(),
+        line: narrow(span.start.line()),
+        col: narrow(span.start.col()),
     }
 }
 
