@@ -522,3 +522,191 @@ fn a_database_behind_a_symlink_is_never_written_through_it() {
         "the live database behind the link is untouched"
     );
 }
+
+/// A kopia that, for `snapshot restore`, writes part of the target and then hangs (a restore
+/// killed half-way); the real kopia for everything else. A stand-in, named so: the test kills
+/// homelab at this point, deterministically, once the partial folder is there.
+fn half_restoring_kopia(lab: &Lab) -> PathBuf {
+    let kopia = common::which("kopia").expect("kopia");
+    common::script(
+        &lab.path("half-restoring-kopia"),
+        &format!(
+            "#!/bin/sh\nif [ \"$1 $2\" = \"snapshot restore\" ]; then mkdir -p \"$4\" && \
+             echo partial > \"$4/partial.bin\" && exec sleep 600; fi\nexec {} \"$@\"\n",
+            kopia.display()
+        ),
+    )
+}
+
+fn siblings_named(data: &Path, infix: &str) -> Vec<PathBuf> {
+    let name = data
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let mut found: Vec<PathBuf> = std::fs::read_dir(data.parent().expect("parent"))
+        .expect("parent")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{name}.{infix}-")))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn leftovers_of_interrupted_restores_are_removed_or_named_and_status_lists_what_was_set_aside() {
+    if !require(&["kopia"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let data = lab.source_dir("notes");
+    std::fs::write(data.join("a.txt"), "backed up").expect("file");
+    // A plain source: nothing to stop, no captures.
+    let config = lab.write_config(
+        "backup.toml",
+        &format!(
+            "[[source]]\nname = \"notes\"\npath = \"{}\"\n[source.restore]\nstop = []\nstart = []\n",
+            data.display()
+        ),
+    );
+    assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
+
+    // Killed while kopia restores: the partial folder stays behind.
+    let mut child = lab
+        .homelab()
+        .args([
+            "backup",
+            "restore",
+            "--source",
+            "notes",
+            "--in-place",
+            "--config",
+        ])
+        .arg(&config)
+        .env("HOMELAB_KOPIA", half_restoring_kopia(&lab))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("homelab runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !siblings_named(&data, "restoring")
+        .iter()
+        .any(|p| p.join("partial.bin").exists())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restore never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+    let partial = siblings_named(&data, "restoring");
+    assert_eq!(partial.len(), 1, "{partial:?}");
+
+    // The rerun removes it and says so; a plain source gets no warning about captures.
+    let out = lab.backup(&config, &["restore", "--source", "notes", "--in-place"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!(
+            "removed {}, left by an interrupted restore",
+            partial[0].display()
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!partial[0].exists());
+    assert!(
+        !stderr(&out).contains("cannot remove"),
+        "no warning on a plain source: {}",
+        stderr(&out)
+    );
+    let aside = siblings_named(&data, "before-restore");
+    assert_eq!(aside.len(), 1, "{aside:?}");
+
+    // Killed between setting the live data aside and the swap: no live folder, the previous
+    // data in its set-aside copy. The rerun names that copy as the previous data.
+    std::fs::remove_dir_all(&data).expect("as the kill left it");
+    let out = lab.backup(&config, &["restore", "--source", "notes", "--in-place"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!(
+            "the previous data is in {}, set aside by an interrupted restore",
+            aside[0].display()
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains("there was no previous data"));
+
+    // `backup status` lists what restores set aside, with size and age.
+    let out = lab.backup(&config, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let copies = status["sources"][0]["set_aside"]
+        .as_array()
+        .expect("set_aside");
+    assert_eq!(copies.len(), 1, "{status}");
+    assert_eq!(copies[0]["path"], aside[0].display().to_string().as_str());
+    assert_eq!(copies[0]["bytes"], 9, "{status}");
+    assert!(copies[0]["age_seconds"].is_u64(), "{status}");
+    let out = lab.backup(&config, &["status"]);
+    assert!(
+        stdout(&out).contains("set aside by an in-place restore"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_job_that_cannot_save_its_outcome_fails_status_instead_of_showing_an_older_one() {
+    if !require(&["kopia"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let data = lab.source_dir("notes");
+    common::random_file(&data.join("a.bin"), 4 << 20);
+    let config = lab.write_config(
+        "backup.toml",
+        &format!(
+            "[[source]]\nname = \"notes\"\npath = \"{}\"\n",
+            data.display()
+        ),
+    );
+    assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
+    assert_eq!(lab.backup(&config, &["status"]).status.code(), Some(0));
+    // The state file cannot be replaced (a folder stands where it goes; root ignores modes).
+    let state = lab.path("state/state.json");
+    std::fs::remove_file(&state).expect("rm");
+    std::fs::create_dir(&state).expect("in the way");
+    let out = lab.backup(&config, &["drill"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = lab.backup(&config, &["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("the last `backup drill` could not save its outcome"),
+        "{}",
+        stdout(&out)
+    );
+    // The drill's restores do not stay in kopia's cache.
+    let cached: u64 = common::file_tree(&lab.path("state/kopia/cache"), &[])
+        .values()
+        .map(|bytes| bytes.len() as u64)
+        .sum();
+    assert!(cached < 64 * 1024, "{cached} bytes left in kopia's cache");
+    // Once it can save again, the marker goes (the state file lost above is written anew by
+    // the next run).
+    std::fs::remove_dir(&state).expect("rm");
+    assert_eq!(lab.backup(&config, &["drill"]).status.code(), Some(0));
+    let out = lab.backup(&config, &["status"]);
+    assert!(
+        !stdout(&out).contains("could not save its outcome"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
+    assert_eq!(lab.backup(&config, &["status"]).status.code(), Some(0));
+}

@@ -114,6 +114,10 @@ pub fn run(config: &BackupConfig, cmd: &DrillCmd) -> anyhow::Result<ExitStatus> 
         .iter()
         .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.name)))
         .collect();
+    // The restores filled kopia's cache; it is not kept (the state dir may be short of room).
+    if let Err(err) = session.kopia.for_cleanup().clear_cache() {
+        tracing::warn!("cannot clear kopia's cache after the drill: {err}");
+    }
     if let Err(err) = record(config, &report) {
         tracing::error!("{err:#}");
         problems.push(format!("{err:#}"));
@@ -135,7 +139,7 @@ fn record(config: &BackupConfig, report: &DrillReport) -> anyhow::Result<()> {
         entry.last_drill = Some(now);
         entry.last_drill_ok = Some(r.ok);
     }
-    state.publish(config)
+    state.publish(config, "drill")
 }
 
 fn drill(

@@ -10,7 +10,7 @@ mod metrics;
 mod mirror_audit;
 mod offsite;
 mod recovery_kit;
-mod restore;
+pub(crate) mod restore;
 mod run;
 pub(crate) mod state;
 pub(crate) mod status;

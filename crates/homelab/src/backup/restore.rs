@@ -352,6 +352,11 @@ fn execute(config: &BackupConfig, cmd: &RestoreCmd, plan: &Plan<'_>) -> anyhow::
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
+    if plan.set_aside.is_some() {
+        for removed in remove_interrupted(source.path()) {
+            println!("{removed}");
+        }
+    }
     ensure_room(manifest, &plan.restore_to)?;
     tracing::info!(snapshot = %manifest.id, into = %plan.restore_to.display(), "restoring");
     // From here until the swap, a failure leaves the live data as it was: the partial restore
@@ -376,8 +381,17 @@ fn execute(config: &BackupConfig, cmd: &RestoreCmd, plan: &Plan<'_>) -> anyhow::
             plan.restore_to.display(),
         ));
     };
+    // A restore killed between setting the live data aside and the swap left no live data,
+    // but the previous data is in its set-aside copy: name that, never "no previous data".
+    let earlier = set_aside_copies(source.path());
     let previous = if source.path().exists() {
         format!("the previous data is in {}", set_aside.display())
+    } else if let Some(copy) = earlier.last() {
+        format!(
+            "there was no live data; the previous data is in {}, set aside by an interrupted \
+             restore",
+            copy.display()
+        )
     } else {
         "there was no previous data".to_owned()
     };
@@ -541,6 +555,51 @@ fn data_missing_or_damaged(err: &crate::kopia::KopiaError) -> bool {
     ]
     .iter()
     .any(|needle| stderr.contains(needle))
+}
+
+/// The siblings of `path` named `<name>.<suffix>-<time>`, oldest first (the stamps sort).
+fn siblings(path: &Path, suffix: &str) -> Vec<PathBuf> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}.{suffix}-", name.to_string_lossy());
+    let mut found: Vec<PathBuf> = std::fs::read_dir(parent)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// The copies earlier in-place restores set aside: the data that was live before each.
+pub(crate) fn set_aside_copies(path: &Path) -> Vec<PathBuf> {
+    siblings(path, "before-restore")
+}
+
+/// Partial restores an interrupted in-place restore left beside the source: removed (they are
+/// ours, and the job lock keeps any other restore out), each one said.
+fn remove_interrupted(path: &Path) -> Vec<String> {
+    siblings(path, "restoring")
+        .into_iter()
+        .filter_map(|partial| match std::fs::remove_dir_all(&partial) {
+            Ok(()) => Some(format!(
+                "removed {}, left by an interrupted restore",
+                partial.display()
+            )),
+            Err(err) => {
+                tracing::warn!(
+                    "cannot remove {}, left by an interrupted restore: {err}",
+                    partial.display()
+                );
+                None
+            }
+        })
+        .collect()
 }
 
 /// In place, the half-restored sibling folder is ours to remove; a `--target` is left for the
@@ -797,8 +856,12 @@ fn swap_in_place(source: &Source, plan: &Plan<'_>, set_aside: &Path) -> anyhow::
         }
     }
     // The captures were for the restore; the app's folder holds only the app's data again.
-    if let Err(err) = std::fs::remove_dir_all(path.join(STAGING_DIR)) {
-        tracing::warn!("cannot remove {}: {err}", path.join(STAGING_DIR).display());
+    match std::fs::remove_dir_all(path.join(STAGING_DIR)) {
+        // A plain source never had captures.
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!("cannot remove {}: {err}", path.join(STAGING_DIR).display());
+        }
+        _ => {}
     }
     Ok(())
 }

@@ -10,6 +10,27 @@ use super::config::BackupConfig;
 use crate::files::write_atomically;
 
 const FILE: &str = "state.json";
+/// Prefix of the markers left by jobs whose outcome could not be saved.
+const UNRECORDED: &str = "unrecorded-";
+
+/// The jobs whose last outcome could not be saved (see [`State::publish`]).
+pub fn unrecorded(state_dir: &Path) -> Vec<String> {
+    let mut jobs: Vec<String> = std::fs::read_dir(state_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_prefix(UNRECORDED))
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    jobs.sort();
+    jobs
+}
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -70,9 +91,24 @@ impl State {
     }
 
     /// Saves the state and rewrites the metrics file from it. Tries both (they may sit on
-    /// different file systems) and reports every failure with its path.
-    pub fn publish(&self, config: &BackupConfig) -> anyhow::Result<()> {
-        let saved = self.save(config.state_dir.get_ref());
+    /// different file systems) and reports every failure with its path. When the state cannot
+    /// be saved (a full disk), an empty `unrecorded-<job>` marker is left instead (an empty
+    /// file needs no data blocks), so that `status` fails rather than showing an old outcome as
+    /// the last one; the job's next good save removes it.
+    pub fn publish(&self, config: &BackupConfig, job: &str) -> anyhow::Result<()> {
+        let state_dir = config.state_dir.get_ref();
+        let marker = state_dir.join(format!("{UNRECORDED}{job}"));
+        let saved = self.save(state_dir);
+        match &saved {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&marker);
+            }
+            Err(_) => {
+                if let Err(err) = std::fs::File::create(&marker) {
+                    tracing::error!("cannot leave the marker {}: {err}", marker.display());
+                }
+            }
+        }
         let written = super::metrics::write(config, self);
         match (saved, written) {
             (Ok(()), Ok(())) => Ok(()),

@@ -3,6 +3,7 @@
 //! run is busy. Exit 1 when anything is stale, the last run or drill of a source failed, or a
 //! time lies in the future.
 
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
@@ -31,6 +32,8 @@ pub(crate) struct Status {
     pub ok: bool,
     pub sources: Vec<SourceStatus>,
     pub sync: Option<SyncStatus>,
+    /// Jobs whose last outcome could not be saved: what the state shows for them is older.
+    pub unrecorded: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -47,8 +50,19 @@ pub(crate) struct SourceStatus {
     clock_skew: bool,
     last_drill_time: Option<String>,
     pub last_drill_ok: Option<bool>,
+    /// Copies an in-place restore set aside (`<path>.before-restore-*`): the data that was
+    /// live before it, kept until the owner removes it.
+    pub set_aside: Vec<SetAside>,
     /// What is wrong, in words; empty when ok.
     pub problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct SetAside {
+    pub path: String,
+    pub age_seconds: Option<u64>,
+    /// Filled in by `backup status` only (walking a copy of Immich's library takes time).
+    pub bytes: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -108,6 +122,17 @@ pub(crate) fn freshness(
     }
 }
 
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 pub(crate) fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
@@ -125,7 +150,12 @@ pub(crate) fn skew_problem(what: &str, ahead: Duration) -> String {
 
 pub fn run(config: &BackupConfig, cmd: &StatusCmd) -> anyhow::Result<ExitStatus> {
     let session = Session::open(config, None, super::STATUS_TIME_LIMIT)?;
-    let status = evaluate(config, &session.kopia.all_snapshots()?, SystemTime::now());
+    let mut status = evaluate(config, &session.kopia.all_snapshots()?, SystemTime::now());
+    for source in &mut status.sources {
+        for copy in &mut source.set_aside {
+            copy.bytes = Some(tree_bytes(Path::new(&copy.path)));
+        }
+    }
     if cmd.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -173,6 +203,18 @@ pub(crate) fn evaluate(
         if drill_ok == Some(false) {
             problems.push("the last drill failed".to_owned());
         }
+        let set_aside = super::restore::set_aside_copies(source.path())
+            .into_iter()
+            .map(|path| SetAside {
+                age_seconds: std::fs::symlink_metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| now.duration_since(t).ok())
+                    .map(|d| d.as_secs()),
+                path: path.display().to_string(),
+                bytes: None,
+            })
+            .collect();
         sources.push(SourceStatus {
             name: source.name().to_owned(),
             path: source.path().display().to_string(),
@@ -185,6 +227,7 @@ pub(crate) fn evaluate(
             clock_skew: fresh.ahead.is_some(),
             last_drill_time: drill_time.map(rfc3339),
             last_drill_ok: drill_ok,
+            set_aside,
             problems,
         });
     }
@@ -244,11 +287,28 @@ pub(crate) fn evaluate(
             problems,
         }
     });
+    let unrecorded = super::state::unrecorded(config.state_dir.get_ref());
     Status {
-        ok: sources.iter().all(|s| s.ok) && sync.as_ref().is_none_or(|s| s.ok),
+        ok: sources.iter().all(|s| s.ok)
+            && sync.as_ref().is_none_or(|s| s.ok)
+            && unrecorded.is_empty(),
         sources,
         sync,
+        unrecorded,
     }
+}
+
+/// Bytes of the regular files under `path`, symlinks not followed.
+fn tree_bytes(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| tree_bytes(&e.path())).sum())
+        .unwrap_or(0)
 }
 
 fn print(status: &Status) {
@@ -278,6 +338,25 @@ fn print(status: &Status) {
         for problem in &s.problems {
             println!("         {problem}");
         }
+        for copy in &s.set_aside {
+            println!(
+                "         set aside by an in-place restore: {} ({}, {}); remove it once the \
+                 restored data is known good",
+                copy.path,
+                copy.bytes.map_or("?".to_owned(), human_size),
+                copy.age_seconds
+                    .map_or("age unknown".to_owned(), |a| format!(
+                        "{} old",
+                        humantime::format_duration(Duration::from_secs(a / 60 * 60))
+                    )),
+            );
+        }
+    }
+    for job in &status.unrecorded {
+        println!(
+            "  FAIL the last `backup {job}` could not save its outcome (state dir full or \
+             unwritable?): what this status shows for it is older; run it again"
+        );
     }
     if let Some(sync) = &status.sync {
         let attempt = match sync.last_attempt_ok {

@@ -215,7 +215,7 @@ fn record(
     }
     state.mirror_damaged.retain(|id| !repaired.contains(id));
     state.mirror_differs = differs.to_vec();
-    state.publish(config)
+    state.publish(config, "sync")
 }
 
 fn sync_with_retries(

@@ -172,7 +172,7 @@ fn read_share(
             state.mirror_damaged.push(id.clone());
         }
     }
-    state.publish(config)?;
+    state.publish(config, "verify-offsite")?;
     Ok(Some(ShareRead {
         index,
         of,

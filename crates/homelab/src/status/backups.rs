@@ -104,6 +104,41 @@ pub fn check(file: &Path, clients: &[(String, Duration)], deadline: Instant) -> 
             Check::new("backup/r2-sync", Level::Fail, sync.problems.join("; ")).more(more)
         });
     }
+    for source in &status.sources {
+        if !source.set_aside.is_empty() {
+            let copies: Vec<&str> = source.set_aside.iter().map(|c| c.path.as_str()).collect();
+            checks.push(
+                Check::new(
+                    format!("backup/{}/set-aside", source.name),
+                    Level::Warn,
+                    format!(
+                        "an in-place restore set the previous data aside in {}: remove it once \
+                         the restored data is known good",
+                        copies.join(", ")
+                    ),
+                )
+                .more(more),
+            );
+        }
+    }
+    if !status.unrecorded.is_empty() {
+        checks.push(
+            Check::new(
+                "backup/unrecorded",
+                Level::Fail,
+                format!(
+                    "the last {} could not save their outcome (state dir full or unwritable?)",
+                    status
+                        .unrecorded
+                        .iter()
+                        .map(|job| format!("`backup {job}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+            .more(more),
+        );
+    }
     for (name, rpo) in clients {
         checks.push(client(name, *rpo, &every, now));
     }
