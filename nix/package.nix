@@ -11,6 +11,8 @@ rustPlatform.buildRustPackage {
       ../Cargo.toml
       ../Cargo.lock
       ../crates
+      # The recovery kit prints the guide's rebuild steps (include_str!).
+      ../docs/disaster-recovery.md
     ];
   };
   cargoLock.lockFile = ../Cargo.lock;

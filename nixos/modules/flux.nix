@@ -8,6 +8,8 @@ let
 in
 {
   config = lib.mkIf cfg.enable {
+    # The disaster guide's `flux suspend`/`flux resume`, and a look at Flux by hand.
+    environment.systemPackages = [ pkgs.fluxcd ];
     systemd.services.homelab-flux-bootstrap = {
       description = "Install Flux and point it at the homelab repository";
       wantedBy = [ "multi-user.target" ];

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use common::{
     Lab, Postgres, S3_KEY_ID, S3_SECRET, S3Server, assert_same_files, file_tree, require, stderr,
+    stdout,
 };
 use rusqlite::Connection;
 
@@ -112,6 +113,63 @@ fn host_config(
     let path = lab.path(&format!("{host}/backup.toml"));
     std::fs::write(&path, text).expect("config");
     path
+}
+
+/// The `sh` code blocks of the kit's rebuild steps (docs/disaster-recovery.md's "Rebuilding",
+/// which the kit prints), in order; `sh-installer` and `sh-cluster` blocks are left out (the
+/// installer and a running cluster are not here).
+fn guide_blocks(kit: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<Vec<&str>> = None;
+    for line in kit.lines() {
+        let trimmed = line.trim_start();
+        match (&mut current, trimmed) {
+            (None, "```sh") => current = Some(Vec::new()),
+            (Some(lines), "```") => {
+                blocks.push(lines.join("\n"));
+                current = None;
+            }
+            (Some(lines), _) => lines.push(line.strip_prefix("   ").unwrap_or(line)),
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+/// Runs one of the guide's blocks as the owner would in the root shell: the kit's export lines
+/// first, then the block, with the host's paths pointed into the test's folders and `homelab`
+/// being the binary under test.
+fn run_guide_block(lab: &Lab, kit: &str, block: &str, config: &Path) -> String {
+    let exports = kit_section(kit, "== FOR THE COMMANDS OF THE GUIDE");
+    let bin = lab.path("host-b/bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let homelab = bin.join("homelab");
+    if !homelab.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_homelab"), &homelab).expect("symlink");
+    }
+    let script = format!("{exports}\n{block}\n")
+        .replace("/etc/homelab/backup.toml", &config.to_string_lossy())
+        .replace(
+            "/srv/kopia/repository",
+            &lab.path("srv/kopia/repository").to_string_lossy(),
+        )
+        .replace("/root/", &format!("{}/", lab.path("host-b").display()));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .env("PATH", path)
+        .env("KOPIA_CHECK_FOR_UPDATES", "false")
+        .env("KOPIA_LOG_DIR", lab.path("host-b/kopia-logs"))
+        .env_remove("HOMELAB_BACKUP_CONFIG")
+        .output()
+        .expect("bash runs");
+    common::report(&format!("the guide's block:\n{block}"), &out);
+    assert!(out.status.success(), "the guide's block failed:\n{block}");
+    stdout(&out)
 }
 
 /// The lines of the kit section whose heading starts with `heading`, up to the blank line.
@@ -314,19 +372,27 @@ fn a_host_destroyed_is_rebuilt_from_the_r2_mirror_with_nothing_but_the_recovery_
     );
     phase("host B set up from the kit", &mut clock);
 
+    // From here on, the guide's own commands, as the kit prints them.
+    let blocks = guide_blocks(&kit);
+    assert_eq!(
+        blocks.len(),
+        3,
+        "the restores, the local repository and the kit check: {blocks:#?}"
+    );
+    let exports = kit_section(&kit, "== FOR THE COMMANDS OF THE GUIDE");
+    assert!(
+        exports.contains(&format!(
+            "export R2_ENDPOINT_HOST='{}'",
+            s3.endpoint().replace("http://", "")
+        )),
+        "the endpoint in the form kopia's --endpoint takes: {exports}"
+    );
+    let said = run_guide_block(&lab, &kit, &blocks[0], &config_b);
     for (name, _) in &originals {
-        let out = lab.backup(
-            &config_b,
-            &[
-                "restore",
-                "--source",
-                name,
-                "--from",
-                "offsite",
-                "--in-place",
-            ],
+        assert!(
+            said.contains(&format!("of {name} in place")),
+            "{name} restored: {said}"
         );
-        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
     }
     phase("every source restored from the mirror", &mut clock);
 
@@ -359,49 +425,15 @@ fn a_host_destroyed_is_rebuilt_from_the_r2_mirror_with_nothing_but_the_recovery_
     );
     phase("everything checked", &mut clock);
 
-    // The local repository comes back as a copy of the mirror (same repository, same ID), the
-    // way docs/disaster-recovery.md tells the owner; then backups and syncs carry on.
-    let kopia_b = |args: &[&str]| {
-        let mut command = Command::new("kopia");
-        command
-            .args(args)
-            .args(["--no-progress"])
-            .env("KOPIA_CONFIG_PATH", lab.path("host-b/mirror.config"))
-            .env(
-                "KOPIA_PASSWORD",
-                std::fs::read_to_string(&password_b).expect("password"),
-            )
-            .env("KOPIA_LOG_DIR", lab.path("host-b/mirror-logs"))
-            .env("KOPIA_CHECK_FOR_UPDATES", "false");
-        run_ok(&mut command)
-    };
-    kopia_b(&[
-        "repository",
-        "connect",
-        "s3",
-        "--bucket",
-        "azalab-kopia",
-        "--endpoint",
-        &s3.endpoint().replace("http://", ""),
-        "--disable-tls",
-        "--access-key",
-        S3_KEY_ID,
-        "--secret-access-key",
-        S3_SECRET,
-        "--readonly",
-    ]);
-    std::fs::create_dir_all(srv.join("kopia/repository")).expect("repository folder");
-    kopia_b(&[
-        "repository",
-        "sync-to",
-        "filesystem",
-        "--path",
-        &srv.join("kopia/repository").to_string_lossy(),
-    ]);
-    let out = lab.backup(&config_b, &["run"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let out = lab.backup(&config_b, &["sync"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The local repository comes back as a copy of the mirror (same repository, same ID);
+    // then backups and syncs carry on, and the kit is recorded as the one this host runs with.
+    let said = run_guide_block(&lab, &kit, &blocks[1], &config_b);
+    assert!(said.contains("synced to s3://azalab-kopia"), "{said}");
+    let said = run_guide_block(&lab, &kit, &blocks[2], &config_b);
+    assert!(said.contains("rebuilt from; recorded"), "{said}");
+    let out = lab.backup(&config_b, &["recovery-kit", "--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("matches the current keys"));
     phase(
         "local repository recreated from the mirror; backups carry on",
         &mut clock,

@@ -22,6 +22,11 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// The access key ID and secret (for the recovery kit).
+    pub fn keys(&self) -> (&str, &str) {
+        (&self.access_key_id, &self.secret_access_key)
+    }
+
     pub fn target<'a>(&'a self, offsite: &'a Offsite, must_exist: bool) -> S3Target<'a> {
         S3Target {
             endpoint: &self.endpoint,

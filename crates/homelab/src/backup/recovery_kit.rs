@@ -35,6 +35,25 @@ pub struct RecoveryKitCmd {
     /// Only say whether the newest kit still matches the keys (exit 1 when a new one is due).
     #[arg(long, conflicts_with_all = ["output", "stdout"])]
     pub check: bool,
+    /// With --check on a host rebuilt from a kit: that kit's fingerprint (its KIT FINGERPRINT
+    /// line). When it matches the keys this host runs with, it is recorded as the newest kit.
+    #[arg(long, value_name = "HEX", requires = "check")]
+    pub kit_fingerprint: Option<String>,
+}
+
+/// The "Rebuilding" section of docs/disaster-recovery.md: the kit prints the guide's own steps,
+/// so the two cannot disagree (and the rehearsal runs the guide's commands).
+fn rebuild_steps() -> &'static str {
+    const GUIDE: &str = include_str!("../../../../docs/disaster-recovery.md");
+    let start = GUIDE.find("## Rebuilding").unwrap_or(0);
+    let rest = &GUIDE[start..];
+    let end = rest[1..].find("\n## ").map_or(rest.len(), |i| i + 1);
+    rest[..end].trim_end()
+}
+
+/// A value as one single-quoted shell word.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
 }
 
 /// What a kit holds.
@@ -45,6 +64,8 @@ struct Kit {
     password: String,
     unique_id: Option<String>,
     credentials: Option<String>,
+    /// The credentials parsed: endpoint as kopia's `--endpoint` takes it, TLS, bucket, keys.
+    mirror: Option<super::offsite::Credentials>,
     source_repository: String,
 }
 
@@ -99,21 +120,38 @@ impl Kit {
                 .map_or("(no [offsite] table in the configuration)", str::trim_end)
         );
         let _ = writeln!(out, "== SOURCE REPOSITORY ==\n{}\n", self.source_repository);
-        let _ = write!(
+        let _ = writeln!(out, "== KIT FINGERPRINT ==\n{}\n", self.fingerprint());
+        let _ = writeln!(
             out,
-            "== REBUILD FROM NOTHING (docs/disaster-recovery.md has the details) ==\n\
-             1. Boot the NixOS installer; lay out the disk: nix run github:nix-community/disko -- \
-             --mode disko --flake <source repository>#<host>.\n\
-             2. Before the first activation, put the AGE KEY above at /mnt{key} (mode 0600, \
-             root): every SOPS file then decrypts unchanged.\n\
-             3. nixos-install with the host-bootstrap template as /mnt/etc/nixos/flake.nix; \
-             reboot.\n\
-             4. For each backup source: homelab backup restore --config \
-             /etc/homelab/backup.toml --source NAME --from offsite --in-place (it needs no local \
-             repository and skips snapshots whose data never reached R2).\n\
-             5. Flux brings the apps back from the source repository; check `homelab backup \
-             status`, then run `homelab backup sync` once the local repository is recreated.\n",
-            key = self.age_key_file.display()
+            "== FOR THE COMMANDS OF THE GUIDE (paste into the root shell, step 5) =="
+        );
+        let _ = writeln!(out, "export KOPIA_PASSWORD={}", shell_quote(&self.password));
+        if let Some(mirror) = &self.mirror {
+            let _ = writeln!(out, "export R2_BUCKET={}", shell_quote(&mirror.bucket));
+            // kopia's --endpoint takes a host, never a URL ("Endpoint url cannot have fully
+            // qualified paths"): the scheme becomes the TLS flag.
+            let _ = writeln!(
+                out,
+                "export R2_ENDPOINT_HOST={}",
+                shell_quote(&mirror.endpoint)
+            );
+            if !mirror.tls {
+                let _ = writeln!(out, "export R2_DISABLE_TLS=--disable-tls");
+            }
+            let (key_id, secret) = mirror.keys();
+            let _ = writeln!(out, "export AWS_ACCESS_KEY_ID={}", shell_quote(key_id));
+            let _ = writeln!(out, "export AWS_SECRET_ACCESS_KEY={}", shell_quote(secret));
+        }
+        let _ = writeln!(
+            out,
+            "export KIT_FINGERPRINT={}\n",
+            shell_quote(&self.fingerprint())
+        );
+        let _ = writeln!(
+            out,
+            "== REBUILD FROM NOTHING (docs/disaster-recovery.md; the AGE KEY goes to {}) ==\n{}",
+            self.age_key_file.display(),
+            rebuild_steps()
         );
         out
     }
@@ -149,17 +187,20 @@ fn write_or_check(config: &BackupConfig, cmd: &RecoveryKitCmd) -> anyhow::Result
         "{} holds no age secret key",
         facts.age_key_file.display()
     );
-    let credentials = match &config.offsite {
+    let (credentials, mirror) = match &config.offsite {
         Some(offsite) => {
             // Parsed first, so that a broken file is found now, not on the day it is needed.
-            read_credentials(&offsite.credentials_file)?;
-            Some(
-                std::fs::read_to_string(&offsite.credentials_file).with_context(|| {
-                    format!("cannot read {}", offsite.credentials_file.display())
-                })?,
+            let mirror = read_credentials(&offsite.credentials_file)?;
+            (
+                Some(
+                    std::fs::read_to_string(&offsite.credentials_file).with_context(|| {
+                        format!("cannot read {}", offsite.credentials_file.display())
+                    })?,
+                ),
+                Some(mirror),
             )
         }
-        None => None,
+        None => (None, None),
     };
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
@@ -171,9 +212,23 @@ fn write_or_check(config: &BackupConfig, cmd: &RecoveryKitCmd) -> anyhow::Result
         password: repository_password(config)?,
         unique_id: None,
         credentials,
+        mirror,
         source_repository: facts.source_repository.clone(),
     };
     let marker = config.state_dir.get_ref().join(FINGERPRINT_FILE);
+    if let Some(given) = &cmd.kit_fingerprint {
+        if given.trim() != kit.fingerprint() {
+            println!(
+                "the kit's fingerprint {} does not match the keys this host runs with: make a \
+                 new kit (homelab backup recovery-kit --output FILE) and store it off the host",
+                given.trim()
+            );
+            return Ok(ExitStatus::Failure);
+        }
+        crate::files::write_atomically(&marker, format!("{}\n", kit.fingerprint()).as_bytes())?;
+        println!("this host runs with the keys of the kit it was rebuilt from; recorded");
+        return Ok(ExitStatus::Success);
+    }
     if cmd.check {
         let written = std::fs::read_to_string(&marker).ok();
         return Ok(match written {
