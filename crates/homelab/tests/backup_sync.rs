@@ -363,4 +363,41 @@ fn a_damaged_mirror_is_found_and_repaired_from_the_local_copy() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(status["sync"]["damaged_blobs"], serde_json::json!([]));
     assert_eq!(status["sync"]["pack_shares_read"], found.expect("found"));
+
+    // A damaged copy the bucket will not let go of (immutable on the server's disk): the sync
+    // fails and names it, and status shows it, until a sync can replace it.
+    let length = std::fs::metadata(&truncated).expect("pack").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&truncated)
+        .and_then(|f| f.set_len(length / 2))
+        .expect("truncate");
+    let chattr = |flag: &str| {
+        let ok = Command::new("chattr")
+            .arg(flag)
+            .arg(&truncated)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chattr {flag} (needs root on ext4, as in CI)");
+    };
+    chattr("+i");
+    let out = lab.backup(&config, &["sync"]);
+    chattr("-i");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("the mirror still differs") && stderr(&out).contains(&id(&truncated)),
+        "{}",
+        stderr(&out)
+    );
+    let out = lab.backup(&config, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        status["sync"]["differing_blobs"][0],
+        id(&truncated).as_str(),
+        "{status}"
+    );
+    let out = lab.backup(&config, &["sync"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(lab.backup(&config, &["status"]).status.code(), Some(0));
 }

@@ -161,7 +161,15 @@ fn heal(
         )?;
         for chunk in replace.chunks(100) {
             let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            repair.kopia.delete_blobs(&ids)?;
+            repair.kopia.delete_blobs(&ids).map_err(|err| Unhealed {
+                message: format!(
+                    "the mirror still differs from the local repository in {} blob(s), whose \
+                     damaged copies could not be deleted from the bucket: {}\n{err}",
+                    replace.len(),
+                    replace.join(", ")
+                ),
+                differs: replace.clone(),
+            })?;
         }
     }
     if !replace.is_empty() || !difference.missing.is_empty() {
