@@ -11,12 +11,18 @@
       url = "github:nix-community/disko";
       inputs.nixpkgs.follows = "nixpkgs";
     };
+    # Host deploys from the laptop with automatic rollback (README, "Deploying").
+    deploy-rs = {
+      url = "github:serokell/deploy-rs";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
   };
 
-  outputs = { self, nixpkgs, sops-nix, disko }:
+  outputs = { self, nixpkgs, sops-nix, disko, deploy-rs }:
     let
       systems = [ "x86_64-linux" "aarch64-darwin" ];
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+      facts = builtins.fromTOML (builtins.readFile ./homelab.toml);
     in
     {
       # Consumed by the host flake at /etc/nixos/flake.nix (reference copy: nixos/flake.nix).
@@ -38,11 +44,21 @@
         default = homelab;
       });
 
-      # Built by `nix flake check` so the module is evaluated against real nixpkgs; the host
-      # itself is built from /etc/nixos/flake.nix.
+      # The host, as deploy-rs activates it (and `nix flake check` builds it). The host flake in
+      # /etc/nixos (nixos/flake.nix) builds the same modules: the break-glass path.
       nixosConfigurations.azalab-0 = nixpkgs.lib.nixosSystem {
         system = "x86_64-linux";
-        modules = [ self.nixosModules.default ./nixos/configuration.nix ];
+        modules = [
+          self.nixosModules.default
+          ./nixos/configuration.nix
+          ./nixos/hardware-configuration.nix
+        ];
+      };
+
+      deploy.nodes.${facts.hostname} = import ./nixos/lib/deploy-node.nix {
+        inherit facts;
+        activate = deploy-rs.lib.x86_64-linux.activate.nixos;
+        system = self.nixosConfigurations.azalab-0;
       };
 
       checks.x86_64-linux =
@@ -56,7 +72,7 @@
           vm = pkgs.testers.runNixOSTest (import ./nixos/tests/vm.nix {
             module = self.nixosModules.default;
           });
-        };
+        } // deploy-rs.lib.x86_64-linux.deployChecks self.deploy;
 
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {

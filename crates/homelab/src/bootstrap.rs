@@ -1,7 +1,9 @@
 //! `homelab bootstrap`: install Flux on the local k3s and point it at this repository. Run by
-//! systemd at every boot, so every step is idempotent. The `sops-age` Secret that lets Flux
-//! decrypt the apps' secrets is made here from the host's age key and handed to kubectl on
-//! stdin: it never passes through argv, a file, or the Nix store.
+//! systemd at every boot, so every step is idempotent, and offline: the Flux controllers come
+//! from the install manifests the flake carries for the pinned release (nixos/flux/install.yaml),
+//! never from GitHub. The `sops-age` Secret that lets Flux decrypt the cluster's secrets is made
+//! from Flux's own age key (a host secret; never the host's key, which opens every backup) and
+//! handed to kubectl on stdin: it never passes through argv, a file, or the Nix store.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,25 +29,31 @@ pub struct BootstrapCmd {
         value_name = "FILE"
     )]
     pub kubeconfig: PathBuf,
-    /// The host's age key (sops-nix generates it on first boot).
-    #[arg(long, default_value = "/var/lib/sops-nix/key.txt", value_name = "FILE")]
+    /// Flux's own age key (the host secret flux/age-key, which sops-nix decrypts): what the
+    /// cluster's *.sops.yaml are encrypted to. Never the host's key.
+    #[arg(long, value_name = "FILE")]
     pub age_key: PathBuf,
     /// The GitRepository and root Kustomization to apply (flux/clusters/<host>/flux-system-sync.yaml).
     #[arg(long, value_name = "FILE")]
     pub sync: PathBuf,
-    /// The Flux release to install (homelab.toml `flux-version`, e.g. v2.9.5). A flux CLI of
-    /// another release downloads that release's manifests from GitHub.
-    #[arg(long, value_name = "VERSION", value_parser = flux_version)]
-    pub flux_version: String,
+    /// The Flux controllers' install manifests (nixos/flux/install.yaml: `flux install
+    /// --export` of homelab.toml's flux-version).
+    #[arg(long, value_name = "FILE")]
+    pub flux_manifests: PathBuf,
     /// How long to wait for the Kubernetes API after boot.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub api_timeout: Duration,
 }
 
 pub fn run(cmd: &BootstrapCmd) -> ExitStatus {
-    if !cmd.sync.is_file() {
-        eprintln!("error: --sync {}: no such file", cmd.sync.display());
-        return ExitStatus::Error;
+    for (flag, file) in [
+        ("--sync", &cmd.sync),
+        ("--flux-manifests", &cmd.flux_manifests),
+    ] {
+        if !file.is_file() {
+            eprintln!("error: {flag} {}: no such file", file.display());
+            return ExitStatus::Error;
+        }
     }
     match bootstrap(cmd) {
         Ok(()) => {
@@ -62,25 +70,39 @@ pub fn run(cmd: &BootstrapCmd) -> ExitStatus {
 fn bootstrap(cmd: &BootstrapCmd) -> anyhow::Result<()> {
     let key = std::fs::read_to_string(&cmd.age_key).with_context(|| {
         format!(
-            "cannot read the host's age key {} (sops-nix creates it at activation)",
+            "cannot read Flux's age key {} (sops-nix decrypts it from the host secret \
+             flux/age-key at activation)",
             cmd.age_key.display()
         )
     })?;
     anyhow::ensure!(
         key.lines().any(|l| l.starts_with("AGE-SECRET-KEY-1")),
-        "{} holds no age secret key",
+        "{} holds no age secret key (still the placeholder? put Flux's key in the host \
+         secret flux/age-key: README, \"Flux's own key\")",
         cmd.age_key.display()
     );
     let cancel = Cancel::install().context("cannot install signal handlers")?;
     wait_for_api(cmd, &cancel)?;
-    step(
+    apply(
+        cmd,
         "install the Flux controllers",
-        Command::new("flux")
-            .arg("install")
-            .arg("--version")
-            .arg(&cmd.flux_version)
-            .arg("--kubeconfig")
-            .arg(&cmd.kubeconfig),
+        &cmd.flux_manifests.to_string_lossy(),
+        None,
+        &cancel,
+    )?;
+    // The sync's GitRepository and Kustomization need Flux's CRDs served first.
+    step(
+        "wait for Flux's CRDs",
+        &mut kubectl(
+            &cmd.kubeconfig,
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=5m",
+                "crd",
+                "--selector=app.kubernetes.io/part-of=flux",
+            ],
+        ),
         None,
         &cancel,
     )?;
@@ -105,22 +127,6 @@ fn bootstrap(cmd: &BootstrapCmd) -> anyhow::Result<()> {
         None,
         &cancel,
     )
-}
-
-fn flux_version(text: &str) -> Result<String, String> {
-    let digits = text.strip_prefix('v').unwrap_or("");
-    let parts: Vec<&str> = digits.split('.').collect();
-    if parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-    {
-        Ok(text.to_owned())
-    } else {
-        Err(format!(
-            "expected an exact Flux release like v2.9.5, not {text:?}"
-        ))
-    }
 }
 
 /// Server-side apply: a client-side apply would copy the Secret's key into an annotation.

@@ -829,6 +829,88 @@ fn objects_the_api_server_refuses_for_their_size() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 }
 
+/// The owner's age recipient (the host's key), as .sops.yaml names it.
+const OWNER: &str = "age1w9s7424jtltmns70e4xw5u7gnnktxdn2de0ssvapee7lvp7xtyeskyrylx";
+
+#[test]
+fn flux_identity_rules() {
+    if !require(&["sops"]) {
+        return;
+    }
+    // The cluster's rule without Flux's recipient: Flux could not decrypt what it makes.
+    let copy = copy_repo();
+    let root = copy.path();
+    let sops_config = std::fs::read_to_string(root.join(".sops.yaml")).expect(".sops.yaml");
+    let flux = regex::Regex::new(r"age: (age1[a-z0-9]+),")
+        .expect("pattern")
+        .captures(&sops_config)
+        .map(|c| c[1].to_owned())
+        .expect("the cluster rule names two recipients, Flux's first");
+    edit(
+        root,
+        ".sops.yaml",
+        &format!("age: {flux},{OWNER}"),
+        &format!("age: {OWNER}"),
+    );
+    let all = assert_finding(root, "secrets/flux-identity", ".sops.yaml", 0);
+    assert!(
+        all.contains("does not encrypt to Flux's recipient"),
+        "{all}"
+    );
+
+    // The host's rule with Flux's recipient: the cluster could read the host's secrets.
+    let copy = copy_repo();
+    let root = copy.path();
+    edit(
+        root,
+        ".sops.yaml",
+        &format!("    age: {OWNER}\n  # Kubernetes"),
+        &format!("    age: {flux},{OWNER}\n  # Kubernetes"),
+    );
+    let all = assert_only(root, &["secrets/flux-identity"]);
+    assert!(
+        all.contains("the host's secrets encrypts to Flux's recipient"),
+        "{all}"
+    );
+
+    // A cluster Secret encrypted to the host's (owner's) key alone: Flux cannot read it.
+    let copy = copy_repo();
+    let root = copy.path();
+    let secret = format!("{APPS}/vaultwarden/secret.sops.yaml");
+    let plain = root.join("plain.yaml");
+    std::fs::write(
+        &plain,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: vaultwarden\ntype: Opaque\nstringData:\n  admin-token: x\n",
+    )
+    .expect("plain");
+    let out = Command::new("sops")
+        .args(["--disable-version-check", "encrypt", "--age", OWNER])
+        .args(["--encrypted-regex", "^(data|stringData)$"])
+        .args(["--input-type", "yaml", "--output-type", "yaml"])
+        .arg(&plain)
+        .current_dir(root.parent().expect("outside the repository copy"))
+        .output()
+        .expect("sops");
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::remove_file(&plain).expect("rm");
+    write(root, &secret, &stdout(&out));
+    let all = assert_finding(root, "secrets/flux-identity", &secret, 0);
+    assert!(all.contains("Flux cannot decrypt it"), "{all}");
+    assert_only(root, &["secrets/flux-identity"]);
+
+    // The bootstrap handing Flux the host's own key.
+    let copy = copy_repo();
+    let root = copy.path();
+    let module = "nixos/modules/flux.nix";
+    let line = edit(
+        root,
+        module,
+        "--age-key ${config.sops.secrets.\"flux/age-key\".path}",
+        "--age-key ${config.sops.age.keyFile}",
+    );
+    assert_finding(root, "secrets/flux-identity", module, line);
+}
+
 #[test]
 fn hygiene_rules() {
     let deployment = format!("{APPS}/vaultwarden/deployment.yaml");

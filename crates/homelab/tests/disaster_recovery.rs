@@ -211,14 +211,23 @@ fn a_host_destroyed_is_rebuilt_from_the_r2_mirror_with_nothing_but_the_recovery_
     let key_a = lab.path("host-a/key.txt");
     run_ok(Command::new("age-keygen").arg("-o").arg(&key_a));
     let recipient = run_ok(Command::new("age-keygen").arg("-y").arg(&key_a));
+    // Flux's own key, a second identity, lives inside the host secrets (as on the host).
+    let flux_key_file = lab.path("flux-key.txt");
+    run_ok(Command::new("age-keygen").arg("-o").arg(&flux_key_file));
+    let flux_key = std::fs::read_to_string(&flux_key_file).expect("flux key");
+    std::fs::remove_file(&flux_key_file).expect("only in the secrets from now on");
     let plain = lab.path("host-a/plain.yaml");
     std::fs::write(
         &plain,
         format!(
             "kopia:\n    repository-password: rehearsal-{}\nr2:\n    endpoint: {}\n    bucket: azalab-kopia\n    \
-             access-key-id: {S3_KEY_ID}\n    secret-access-key: {S3_SECRET}\n",
+             access-key-id: {S3_KEY_ID}\n    secret-access-key: {S3_SECRET}\nflux:\n    age-key: |\n{}",
             std::process::id(),
-            s3.endpoint()
+            s3.endpoint(),
+            flux_key
+                .lines()
+                .map(|l| format!("        {l}\n"))
+                .collect::<String>()
         ),
     )
     .expect("plain secrets");
@@ -356,6 +365,12 @@ fn a_host_destroyed_is_rebuilt_from_the_r2_mirror_with_nothing_but_the_recovery_
     let key_b = lab.path("host-b/key.txt");
     std::fs::write(&key_b, kit_section(&kit, "== AGE KEY") + "\n").expect("key from the kit");
     let (password_b, credentials_b) = render_secrets(&secrets, &key_b, &lab.path("host-b/secrets"));
+    // The kit's (host's) key also gives back Flux's own key, which the kit does not carry.
+    assert_eq!(
+        sops_secret(&secrets, &key_b, "[\"flux\"][\"age-key\"]"),
+        flux_key,
+        "Flux's key comes back from the host secrets"
+    );
     assert_eq!(
         std::fs::read_to_string(&password_b).expect("password"),
         kit_section(&kit, "== KOPIA REPOSITORY PASSWORD"),

@@ -30,6 +30,8 @@ use common::kube::{self, Artifact, FileServer, Kube, age_key, base64, ready};
 use common::{Guard, report, require, stderr};
 
 const CLUSTER: &str = "flux/clusters/azalab-0";
+/// The Flux install manifests the host applies at boot (scripts/flux-install-manifests.sh).
+const FLUX_MANIFESTS: &str = "nixos/flux/install.yaml";
 /// Bounds only against a hang; the whole tree reconciles in seconds.
 const RECONCILE: Duration = Duration::from_secs(120);
 
@@ -108,7 +110,8 @@ fn homelab_bootstrap(kube: &Kube, key: &Path, recorder: &Path) -> Output {
         .arg("--sync")
         .arg(repo().join(CLUSTER).join("flux-system-sync.yaml"))
         .args(["--api-timeout", "2m"])
-        .args(["--flux-version", &flux_version()])
+        .arg("--flux-manifests")
+        .arg(repo().join(FLUX_MANIFESTS))
         .env("PATH", path)
         .output()
         .expect("homelab runs")
@@ -203,9 +206,8 @@ fn bootstrap_against_a_real_api_server_installs_flux_makes_sops_age_applies_the_
     }
     // Bootstrap starts while the API server is still starting, as at boot.
     let kube = Kube::spawn();
-    let _rolled_out = kube.deployments_ready_stand_in("flux-system");
-    let (key, _) = age_key(kube.dir.path(), "host-key.txt");
-    let key_file = kube.dir.path().join("host-key.txt");
+    let (key, _) = age_key(kube.dir.path(), "flux-key.txt");
+    let key_file = kube.dir.path().join("flux-key.txt");
     let (recorder, argv_log) = argv_recorder(kube.dir.path());
 
     let out = homelab_bootstrap(&kube, &key_file, &recorder);
@@ -246,7 +248,7 @@ fn bootstrap_against_a_real_api_server_installs_flux_makes_sops_age_applies_the_
     assert_eq!(
         secret["data"]["age.agekey"].as_str(),
         Some(base64(key.as_bytes()).as_str()),
-        "sops-age must hold the host's key file under age.agekey"
+        "sops-age must hold Flux's key file under age.agekey"
     );
     assert!(
         secret["metadata"]["annotations"]
@@ -280,18 +282,70 @@ fn bootstrap_against_a_real_api_server_installs_flux_makes_sops_age_applies_the_
         !calls.contains(secret_part),
         "the key must never be in argv:\n{calls}"
     );
+    // Offline: the flake's manifests, applied to the local API server; the flux CLI (which
+    // would fetch from GitHub for another release) is never run.
+    let manifests = repo().join(FLUX_MANIFESTS);
     assert!(
-        calls.lines().any(|c| c.starts_with("flux install"))
+        calls.lines().any(|c| c.starts_with("kubectl")
+            && c.ends_with(&format!(
+                "apply --server-side --force-conflicts --field-manager=homelab -f {}",
+                manifests.display()
+            )))
             && calls.lines().any(|c| c.starts_with("kubectl")
                 && c.ends_with(
                     "apply --server-side --force-conflicts --field-manager=homelab -f -"
                 )),
-        "expected flux install and an apply from stdin:\n{calls}"
+        "expected the install manifests and an apply from stdin:\n{calls}"
     );
+    assert!(
+        !calls.lines().any(|c| c.starts_with("flux ")),
+        "bootstrap ran the flux CLI:\n{calls}"
+    );
+    // Every image the manifests name is the pinned release's, and what CI built and ran.
+    let deployments = kube.get_json(&["deployments", "-n", "flux-system"]);
+    for deployment in deployments["items"].as_array().expect("items") {
+        let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .expect("image");
+        assert!(image.starts_with("ghcr.io/fluxcd/"), "{image}");
+    }
 
     let missing = homelab_bootstrap(&kube, &kube.dir.path().join("missing.txt"), &recorder);
     assert_eq!(missing.status.code(), Some(1));
-    assert!(stderr(&missing).contains("sops-nix creates it"));
+    assert!(stderr(&missing).contains("flux/age-key"));
+    // The repository's placeholder (before the owner makes Flux's key) is refused, loudly.
+    let placeholder = kube.dir.path().join("placeholder.txt");
+    std::fs::write(&placeholder, "REPLACE_ME\n").expect("placeholder");
+    let refused = homelab_bootstrap(&kube, &placeholder, &recorder);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("still the placeholder"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
+#[test]
+fn the_flux_manifests_the_host_applies_are_what_the_pinned_flux_cli_emits() {
+    if !tools_present() {
+        return;
+    }
+    let out = Command::new("flux")
+        .args(["install", "--export"])
+        .output()
+        .expect("flux runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let checked_in = std::fs::read(repo().join(FLUX_MANIFESTS)).expect("manifests");
+    assert!(
+        checked_in == out.stdout,
+        "{FLUX_MANIFESTS} differs from `flux install --export` of the pinned CLI: run \
+         scripts/flux-install-manifests.sh"
+    );
+    let text = String::from_utf8_lossy(&checked_in);
+    assert!(
+        text.contains(&format!("# Flux Version: {}", flux_version())),
+        "the file is of homelab.toml's flux-version"
+    );
 }
 
 /// A cluster with Flux installed by `homelab bootstrap`, kustomize-controller running, and the
@@ -302,16 +356,19 @@ struct Rehearsal {
     /// A copy of the repository's `flux/` under a temp root, what Git would hold.
     tree: PathBuf,
     revisions: usize,
+    /// The owner's (host's) age recipient: a Secret encrypted only to it is Flux's to refuse.
+    host_recipient: String,
     kube: Kube,
 }
 
 impl Rehearsal {
     fn start() -> Self {
         let kube = Kube::start();
-        let (_, recipient) = age_key(kube.dir.path(), "rehearsal-key.txt");
-        let key_file = kube.dir.path().join("rehearsal-key.txt");
+        // Two identities, as on the host: Flux's key (sops-age) and the owner's (the host's).
+        let (_, flux_recipient) = age_key(kube.dir.path(), "flux-key.txt");
+        let (_, host_recipient) = age_key(kube.dir.path(), "host-key.txt");
+        let key_file = kube.dir.path().join("flux-key.txt");
         {
-            let _rolled_out = kube.deployments_ready_stand_in("flux-system");
             let (recorder, _) = argv_recorder(kube.dir.path());
             let out = homelab_bootstrap(&kube, &key_file, &recorder);
             if !out.status.success() {
@@ -319,6 +376,7 @@ impl Rehearsal {
                 panic!("bootstrap failed");
             }
         }
+        let recipient = format!("{flux_recipient},{host_recipient}");
         let tree = kube.dir.path().join("git");
         std::fs::create_dir_all(&tree).expect("tree");
         let copied = Command::new("cp")
@@ -352,6 +410,7 @@ impl Rehearsal {
             server,
             tree,
             revisions: 0,
+            host_recipient,
             kube,
         }
     }
@@ -794,10 +853,10 @@ fn negative_controls_the_api_server_and_flux_refuse_each_fault_with_its_own_erro
         "storage: 20Gi",
         "storage: 10Gi",
     );
-    let (_, stranger) = age_key(r.kube.dir.path(), "stranger-key.txt");
+    // Encrypted to the host's key alone (not Flux's): the cluster cannot, and must not, read it.
     replace_secret(
         &r.file("manifests/apps/kopia/secret.sops.yaml"),
-        &stranger,
+        &r.host_recipient,
         r.kube.dir.path(),
     );
     r.edit(
@@ -818,7 +877,7 @@ fn negative_controls_the_api_server_and_flux_refuse_each_fault_with_its_own_erro
             "spec.resources.requests.storage: Forbidden: field can not be less than status.capacity",
         ),
         (
-            "Secret encrypted to a key Flux does not have",
+            "Secret encrypted only to the host's key, not Flux's",
             "kopia",
             "decryption failed for 'Secret.v1.[noGrp]/kopia'",
         ),

@@ -157,6 +157,9 @@ rules! {
     CREATION_RULE "secrets/creation-rule" Error
         "no creation rule in .sops.yaml covers this SOPS file with encrypted_regex ^(data|stringData)$"
         "extend a path_regex in .sops.yaml to this path";
+    FLUX_IDENTITY "secrets/flux-identity" Error
+        "a key opens more than it should: a cluster secret Flux cannot decrypt, a host secret the cluster could, or a bootstrap that hands Flux another key than its own"
+        "encrypt cluster secrets to homelab.toml's flux-age-recipient and the owner (.sops.yaml, then `sops updatekeys`); never the host's secrets; bootstrap with --age-key of the flux/age-key secret";
     SECRET_VALUE "secrets/secret-looking-value" Warning
         "a file that is not SOPS-encrypted holds a value that looks like a secret"
         "move the value into the app's secret.sops.yaml and reference it with secretKeyRef";

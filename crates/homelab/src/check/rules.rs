@@ -1170,6 +1170,105 @@ impl<'a> Checker<'a> {
             }
         }
         self.secret_looking_values();
+        self.flux_identity();
+    }
+
+    /// Two age identities: the owner's (the host's key) opens everything; Flux's opens the
+    /// cluster's secrets only. Checked where each is written: .sops.yaml's rules, every SOPS
+    /// file's recipients, and the key the bootstrap hands Flux.
+    fn flux_identity(&mut self) {
+        let tree = self.tree;
+        let Some(flux) = &tree.facts.flux_age_recipient else {
+            return;
+        };
+        let flux = flux.get_ref().as_str();
+        let first_rule = |path: &str| {
+            tree.sops_rules
+                .iter()
+                .find(|r| r.path_regex.as_ref().is_none_or(|re| re.is_match(path)))
+        };
+        let cluster_sample = format!("{}/manifests/app/secret.sops.yaml", tree.cluster);
+        if let Some(rule) = first_rule(&cluster_sample)
+            && !rule.recipients.iter().any(|r| r == flux)
+        {
+            self.findings.push(Finding {
+                rule: &rules::FLUX_IDENTITY,
+                at: Location::new(tree::SOPS_CONFIG, rule.line, 0),
+                message: format!(
+                    "the creation rule for the cluster's secrets does not encrypt to Flux's \
+                     recipient {flux} (homelab.toml flux-age-recipient): Flux could not decrypt \
+                     what it makes"
+                ),
+            });
+        }
+        let host_sample = format!("{}/host-secrets.sops.yaml", tree::HOST_SECRETS);
+        if let Some(rule) = first_rule(&host_sample)
+            && rule.recipients.iter().any(|r| r == flux)
+        {
+            self.findings.push(Finding {
+                rule: &rules::FLUX_IDENTITY,
+                at: Location::new(tree::SOPS_CONFIG, rule.line, 0),
+                message: "the creation rule for the host's secrets encrypts to Flux's recipient: \
+                          the cluster could read the R2 keys and the repository password"
+                    .to_owned(),
+            });
+        }
+        let recipients = |document: &Node| -> Vec<String> {
+            document
+                .path(&["sops", "age"])
+                .map(Node::items)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|a| a.get("recipient").map(Node::scalar_text))
+                .collect()
+        };
+        for (file, document) in &tree.sops_documents {
+            let found = recipients(document);
+            if !found.is_empty() && !found.iter().any(|r| r == flux) {
+                let at = document.key_node("sops").unwrap_or(document);
+                self.at_file(
+                    &rules::FLUX_IDENTITY,
+                    &tree.files[*file].path,
+                    at,
+                    format!(
+                        "encrypted to {} only, not to Flux's recipient {flux}: Flux cannot \
+                         decrypt it (run `sops updatekeys` on it)",
+                        found.join(", ")
+                    ),
+                );
+            }
+        }
+        for (file, document) in &tree.host_sops_documents {
+            if recipients(document).iter().any(|r| r == flux) {
+                let at = document.key_node("sops").unwrap_or(document);
+                self.at_file(
+                    &rules::FLUX_IDENTITY,
+                    &tree.files[*file].path,
+                    at,
+                    format!(
+                        "a host secret encrypted to Flux's recipient {flux}: the cluster could \
+                         decrypt it"
+                    ),
+                );
+            }
+        }
+        if let Some(file) = tree.flux_module {
+            let text = &tree.files[file].text;
+            if let Some((index, line)) = text
+                .lines()
+                .enumerate()
+                .find(|(_, l)| l.contains("--age-key"))
+                && !line.contains("flux/age-key")
+            {
+                self.findings.push(Finding {
+                    rule: &rules::FLUX_IDENTITY,
+                    at: Location::new(tree::FLUX_MODULE, index + 1, 0),
+                    message: "the Flux bootstrap's --age-key is not the flux/age-key secret: the \
+                              cluster would get another key than Flux's own"
+                        .to_owned(),
+                });
+            }
+        }
     }
 
     fn sops_document(&mut self, path: &str, document: &Node) {

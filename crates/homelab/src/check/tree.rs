@@ -69,6 +69,10 @@ pub struct FluxPath {
 pub struct SopsRule {
     pub path_regex: Option<regex::Regex>,
     pub encrypted_regex: Option<String>,
+    /// The age recipients the rule encrypts to.
+    pub recipients: Vec<String>,
+    /// Where the rule is written in .sops.yaml.
+    pub line: usize,
 }
 
 /// homelab.toml, as far as the check needs it; the rest belongs to other readers.
@@ -77,6 +81,9 @@ pub struct SopsRule {
 pub struct Facts {
     pub hostname: String,
     pub domain: String,
+    /// Flux's own age identity: what the cluster's secrets are encrypted to, and the host's
+    /// never are.
+    pub flux_age_recipient: Option<toml::Spanned<String>>,
     /// This repository's URL: the GitRepository that has it is the one check follows.
     pub source_repository: Option<String>,
     #[serde(default)]
@@ -180,6 +187,8 @@ impl BackupSource {
 
 pub const FACTS_FILE: &str = "homelab.toml";
 pub const SOPS_CONFIG: &str = ".sops.yaml";
+pub const HOST_SECRETS: &str = "nixos/secrets";
+pub const FLUX_MODULE: &str = "nixos/modules/flux.nix";
 
 pub struct Tree {
     pub root: PathBuf,
@@ -192,6 +201,11 @@ pub struct Tree {
     pub cluster: String,
     /// Every document of every *.sops.yaml file under the cluster folder, rendered or not.
     pub sops_documents: Vec<(usize, Node)>,
+    /// The host's SOPS files (nixos/secrets/*.sops.yaml), whole-document encrypted: only their
+    /// `sops` metadata (recipients) is read.
+    pub host_sops_documents: Vec<(usize, Node)>,
+    /// nixos/modules/flux.nix, whose bootstrap must hand Flux its own key.
+    pub flux_module: Option<usize>,
     pub findings: Vec<Finding>,
 }
 
@@ -236,6 +250,8 @@ impl Tree {
             sops_rules: Vec::new(),
             cluster: cluster.clone(),
             sops_documents: Vec::new(),
+            host_sops_documents: Vec::new(),
+            flux_module: None,
             findings: Vec::new(),
         };
         let mut loader = Loader {
@@ -330,6 +346,7 @@ impl Tree {
             tree.add_objects(objects, Some(flux_index));
         }
         tree.find_orphans_and_sops_files(&mut loader)?;
+        tree.load_host_identity(&mut loader)?;
         Ok(tree)
     }
 
@@ -478,7 +495,40 @@ impl Tree {
             self.sops_rules.push(SopsRule {
                 path_regex,
                 encrypted_regex: rule.get("encrypted_regex").map(Node::scalar_text),
+                recipients: rule
+                    .get("age")
+                    .map(Node::scalar_text)
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|r| r.trim().to_owned())
+                    .filter(|r| !r.is_empty())
+                    .collect(),
+                line: rule.line as usize,
             });
+        }
+        Ok(())
+    }
+
+    /// What decides which key opens what on the host: its SOPS files' recipients and the
+    /// Flux bootstrap's key file. Absent files are fine (a tree checked without its host).
+    fn load_host_identity(&mut self, loader: &mut Loader) -> Result<(), LoadError> {
+        let secrets = self.root.join(HOST_SECRETS);
+        if let Ok(entries) = std::fs::read_dir(&secrets) {
+            let mut names: Vec<String> = entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .filter(|n| n.ends_with(".sops.yaml"))
+                .collect();
+            names.sort();
+            for name in names {
+                let file = self.add_file(&format!("{HOST_SECRETS}/{name}"))?;
+                for node in loader.documents(self, file) {
+                    self.host_sops_documents.push((file, node));
+                }
+            }
+        }
+        if self.root.join(FLUX_MODULE).is_file() {
+            self.flux_module = Some(self.add_file(FLUX_MODULE)?);
         }
         Ok(())
     }

@@ -11,9 +11,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -367,65 +364,6 @@ impl Kube {
         )
     }
 
-    /// Writes status subresources the missing controllers would write: Deployments in
-    /// `namespace` become "rolled out" (what the kubelet and kube-controller-manager report on
-    /// the host) until the returned handle is stopped. `flux install` waits for that.
-    pub fn deployments_ready_stand_in(&self, namespace: &str) -> StandIn {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let kubeconfig = self.kubeconfig.clone();
-        let namespace = namespace.to_owned();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                let out = Command::new("kubectl")
-                    .arg("--kubeconfig")
-                    .arg(&kubeconfig)
-                    .arg(REQUEST_TIMEOUT)
-                    .args(["get", "deployments", "-n", &namespace, "-o", "json"])
-                    .output();
-                let list: serde_json::Value = out
-                    .ok()
-                    .filter(|o| o.status.success())
-                    .and_then(|o| serde_json::from_slice(&o.stdout).ok())
-                    .unwrap_or_default();
-                for d in list["items"].as_array().into_iter().flatten() {
-                    let generation = &d["metadata"]["generation"];
-                    if d["status"]["observedGeneration"] == *generation {
-                        continue;
-                    }
-                    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
-                    let patch = serde_json::json!({"status": {
-                    "observedGeneration": generation,
-                    "replicas": replicas, "updatedReplicas": replicas,
-                    "readyReplicas": replicas, "availableReplicas": replicas,
-                    "conditions": [
-                        {"type": "Available", "status": "True",
-                         "reason": "MinimumReplicasAvailable",
-                         "message": "written by the rehearsal's stand-in for the kubelet"},
-                        {"type": "Progressing", "status": "True",
-                         "reason": "NewReplicaSetAvailable",
-                         "message": "written by the rehearsal's stand-in for kube-controller-manager"},
-                    ]}});
-                    let name = d["metadata"]["name"].as_str().unwrap_or_default();
-                    let _ = Command::new("kubectl")
-                        .arg("--kubeconfig")
-                        .arg(&kubeconfig)
-                        .arg(REQUEST_TIMEOUT)
-                        .args(["patch", "deployment", name, "-n", &namespace])
-                        .args(["--subresource=status", "--type=merge", "-p"])
-                        .arg(patch.to_string())
-                        .output();
-                }
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        });
-        StandIn {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// A kubeconfig holding a token of the service account `namespace/name`.
     pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
         let token = self.kubectl_ok(&["create", "token", name, "-n", namespace, "--duration=2h"]);
         let path = self.dir.path().join(format!("{name}.kubeconfig"));
@@ -478,22 +416,6 @@ impl Kube {
 }
 
 /// A stand-in thread; stopped (and joined) on drop.
-pub struct StandIn {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Serves the files of one folder over HTTP on loopback: where source-controller would serve
-/// its artifacts.
 pub struct FileServer {
     pub port: u16,
     pub root: PathBuf,

@@ -24,11 +24,18 @@ pub fn repo() -> PathBuf {
         .expect("repo root")
 }
 
-/// The parts of the repository `homelab check` reads (homelab.toml, .sops.yaml, flux/), copied
-/// into a temp dir to be broken there.
+/// The parts of the repository `homelab check` reads (homelab.toml, .sops.yaml, flux/, the host
+/// secrets and the Flux bootstrap module), copied into a temp dir to be broken there.
 pub fn copy_repo() -> TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    for file in ["homelab.toml", ".sops.yaml"] {
+    std::fs::create_dir_all(dir.path().join("nixos/modules")).expect("dirs");
+    std::fs::create_dir_all(dir.path().join("nixos/secrets")).expect("dirs");
+    for file in [
+        "homelab.toml",
+        ".sops.yaml",
+        "nixos/modules/flux.nix",
+        "nixos/secrets/host-secrets.sops.yaml",
+    ] {
         std::fs::copy(repo().join(file), dir.path().join(file)).expect("copy");
     }
     let status = Command::new("cp")
