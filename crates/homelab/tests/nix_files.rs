@@ -502,3 +502,60 @@ fn nixpkgs_branch(flake: &str) -> &str {
         .and_then(|rest| rest.split('"').next())
         .expect("a nixpkgs.url line")
 }
+
+#[test]
+fn the_deploy_node_is_what_the_readme_says() {
+    if !require(&["nix-instantiate"]) {
+        return;
+    }
+    // The same function and facts flake.nix uses; deploy-rs' activate.nixos stands in as a
+    // function that names what it was given (deploy-rs itself cannot be fetched here).
+    let expression = r#"
+      let facts = builtins.fromTOML (builtins.readFile ./homelab.toml); in
+      import ./nixos/lib/deploy-node.nix {
+        inherit facts;
+        activate = system: "activate.nixos " + system.name;
+        system = { name = "nixosConfigurations.azalab-0"; };
+      }"#;
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E", expression])
+        .current_dir(repo())
+        .output()
+        .expect("nix-instantiate runs");
+    assert!(out.status.success(), "evaluation failed: {}", stderr(&out));
+    let node: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        node,
+        serde_json::json!({
+            "hostname": "azalab-0",
+            "sshUser": "aiden",
+            "user": "root",
+            "interactiveSudo": true,
+            "magicRollback": true,
+            "autoRollback": true,
+            "confirmTimeout": 60,
+            "profiles": {"system": {"path": "activate.nixos nixosConfigurations.azalab-0"}},
+        })
+    );
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    for said in [
+        "nix run github:serokell/deploy-rs -- .#azalab-0",
+        "confirm within **60 s**",
+        "SSH as `aiden`",
+        "(`interactiveSudo`)",
+        "*auto rollback*",
+        "*magic rollback*",
+    ] {
+        assert!(readme.contains(said), "README's deploy section should say {said:?}");
+    }
+    // The flake: the node from that file, deploy-rs' checks, the input pinned to our nixpkgs.
+    let flake = std::fs::read_to_string(repo().join("flake.nix")).expect("flake.nix");
+    for part in [
+        "deploy.nodes.${facts.hostname} = import ./nixos/lib/deploy-node.nix",
+        "activate = deploy-rs.lib.x86_64-linux.activate.nixos;",
+        "// deploy-rs.lib.x86_64-linux.deployChecks self.deploy;",
+        "url = \"github:serokell/deploy-rs\";\n      inputs.nixpkgs.follows = \"nixpkgs\";",
+    ] {
+        assert!(flake.contains(part), "flake.nix should hold {part:?}");
+    }
+}

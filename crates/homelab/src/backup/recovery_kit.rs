@@ -100,7 +100,9 @@ impl Kit {
         );
         let _ = writeln!(
             out,
-            "== AGE KEY (put back at {}; it decrypts every *.sops.yaml) ==\n{}\n",
+            "== AGE KEY: the host's (and owner's) key. Put back at {}: it decrypts the host \
+             secrets, which hold Flux's own key (flux/age-key) and so need not be written here, \
+             and every *.sops.yaml ==\n{}\n",
             self.age_key_file.display(),
             self.age_key.trim_end()
         );
