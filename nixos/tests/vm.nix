@@ -10,6 +10,7 @@ let
     mkdir -p $out
     age-keygen -o $out/key.txt 2>/dev/null
     recipient=$(age-keygen -y $out/key.txt)
+    age-keygen -o flux.key 2>/dev/null
     cat > secrets.yaml <<YAML
     cloudflared:
       credentials: '{"AccountTag":"test","TunnelSecret":"dGVzdA==","TunnelID":"00000000-0000-0000-0000-000000000000"}'
@@ -24,6 +25,9 @@ let
       webhook-url: http://127.0.0.1:9/
       matrix-token: test
       heartbeat-url: http://127.0.0.1:9/ping
+    flux:
+      age-key: |
+    $(sed 's/^/    /' flux.key)
     YAML
     sops encrypt --age "$recipient" --input-type yaml --output-type yaml secrets.yaml > $out/secrets.sops.yaml
   '';
