@@ -546,7 +546,10 @@ fn the_deploy_node_is_what_the_readme_says() {
         "*auto rollback*",
         "*magic rollback*",
     ] {
-        assert!(readme.contains(said), "README's deploy section should say {said:?}");
+        assert!(
+            readme.contains(said),
+            "README's deploy section should say {said:?}"
+        );
     }
     // The flake: the node from that file, deploy-rs' checks, the input pinned to our nixpkgs.
     let flake = std::fs::read_to_string(repo().join("flake.nix")).expect("flake.nix");

@@ -3,6 +3,7 @@
 //! line of every finding. Exit 0 clean (warnings allowed), 1 errors found, 2 could not run.
 
 mod findings;
+mod object;
 mod report;
 mod rules;
 mod schema;

@@ -1,0 +1,431 @@
+//! refs/*: what an object names must exist — Secret and ConfigMap keys, Service selectors and ports, Ingress backends, namespaces, and the workloads homelab.toml's backup commands name.
+
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::check::findings::{self as rules, Finding};
+use crate::check::object::*;
+use crate::check::tree::Object;
+use crate::check::yaml::{Node, Value};
+
+impl Checker<'_> {
+    pub(super) fn keys_of(&self, kind_: &str, ns: &str, name_: &str) -> Option<BTreeSet<String>> {
+        let object = self.find(kind_, ns, name_)?;
+        let mut keys = BTreeSet::new();
+        for field in ["data", "stringData", "binaryData"] {
+            for (key, _) in object
+                .node
+                .get(field)
+                .map(Node::entries)
+                .unwrap_or_default()
+            {
+                keys.insert(key.scalar_text());
+            }
+        }
+        Some(keys)
+    }
+
+    pub(super) fn reference(
+        &mut self,
+        object: &Object,
+        at: &Node,
+        kind_: &str,
+        name_: &str,
+        key: Option<&str>,
+        optional: bool,
+    ) {
+        if optional {
+            return;
+        }
+        let rule = if kind_ == "Secret" {
+            &rules::SECRET_REF
+        } else {
+            &rules::CONFIG_MAP_REF
+        };
+        let ns = namespace(&object.node);
+        let name_node = at
+            .get("name")
+            .or_else(|| at.get("secretName"))
+            .unwrap_or(at);
+        let key_node = at.get("key").unwrap_or(at);
+        match self.keys_of(kind_, &ns, name_) {
+            None => self.at(
+                rule,
+                object,
+                name_node,
+                format!(
+                    "{}: {kind_} {ns}/{name_} is not defined",
+                    label(&object.node)
+                ),
+            ),
+            Some(keys) => {
+                if let Some(key) = key
+                    && !keys.contains(key)
+                {
+                    let known: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    self.at(
+                        rule,
+                        object,
+                        key_node,
+                        format!(
+                            "{}: {kind_} {ns}/{name_} has no key {key:?} (it has: {})",
+                            label(&object.node),
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    pub(super) fn references(&mut self) {
+        for object in self.objects() {
+            let Some(spec) = pod_spec(&object.node) else {
+                continue;
+            };
+            for (container, _) in containers(spec) {
+                for env in container.get("env").map(Node::items).unwrap_or_default() {
+                    for (field, kind_) in
+                        [("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")]
+                    {
+                        if let Some(reference) = env.path(&["valueFrom", field]) {
+                            let key = reference.get("key").map(Node::scalar_text);
+                            self.reference(
+                                object,
+                                reference,
+                                kind_,
+                                &reference
+                                    .get("name")
+                                    .map(Node::scalar_text)
+                                    .unwrap_or_default(),
+                                key.as_deref(),
+                                is_true(reference.get("optional")),
+                            );
+                        }
+                    }
+                }
+                for source in container
+                    .get("envFrom")
+                    .map(Node::items)
+                    .unwrap_or_default()
+                {
+                    for (field, kind_) in [("secretRef", "Secret"), ("configMapRef", "ConfigMap")] {
+                        if let Some(reference) = source.get(field) {
+                            self.reference(
+                                object,
+                                reference,
+                                kind_,
+                                &reference
+                                    .get("name")
+                                    .map(Node::scalar_text)
+                                    .unwrap_or_default(),
+                                None,
+                                is_true(reference.get("optional")),
+                            );
+                        }
+                    }
+                }
+            }
+            for volume in spec.get("volumes").map(Node::items).unwrap_or_default() {
+                let mut sources: Vec<(&Node, &str, String)> = Vec::new();
+                if let Some(secret) = volume.get("secret") {
+                    let name_ = secret.get("secretName").map(Node::scalar_text);
+                    sources.push((secret, "Secret", name_.unwrap_or_default()));
+                }
+                if let Some(config) = volume.get("configMap") {
+                    let name_ = config.get("name").map(Node::scalar_text);
+                    sources.push((config, "ConfigMap", name_.unwrap_or_default()));
+                }
+                for projected in volume
+                    .path(&["projected", "sources"])
+                    .map(Node::items)
+                    .unwrap_or_default()
+                {
+                    for (field, kind_) in [("secret", "Secret"), ("configMap", "ConfigMap")] {
+                        if let Some(source) = projected.get(field) {
+                            let name_ = source.get("name").map(Node::scalar_text);
+                            sources.push((source, kind_, name_.unwrap_or_default()));
+                        }
+                    }
+                }
+                for (source, kind_, name_) in sources {
+                    let optional = is_true(source.get("optional"));
+                    let items = source.get("items").map(Node::items).unwrap_or_default();
+                    if items.is_empty() {
+                        self.reference(object, source, kind_, &name_, None, optional);
+                    }
+                    for item in items {
+                        let key = item.get("key").map(Node::scalar_text);
+                        self.reference(object, item, kind_, &name_, key.as_deref(), optional);
+                    }
+                }
+            }
+        }
+        self.services();
+        self.ingresses();
+        self.backup_commands();
+    }
+
+    /// kubectl commands in homelab.toml's backup sources: the workloads they scale or exec into
+    /// and the pods they wait for must be the tree's. A namespace with a HelmRelease has objects
+    /// the chart makes, which the check cannot see: names it does not find there pass.
+    pub(super) fn backup_commands(&mut self) {
+        let tree = self.tree;
+        for source in &tree.facts.backup.source {
+            for argv in source.commands() {
+                let args = argv.get_ref();
+                if args.first().map(String::as_str) != Some("kubectl") {
+                    continue;
+                }
+                let Some(ns) = flag_value(args, &["--namespace", "-n"]) else {
+                    continue;
+                };
+                let charted = self
+                    .objects()
+                    .any(|o| kind(&o.node) == "HelmRelease" && namespace(&o.node) == ns);
+                let offset = argv.span().start;
+                for target in args.iter().skip(1) {
+                    let Some((resource, workload)) = target.split_once('/') else {
+                        continue;
+                    };
+                    let kind_ = match resource {
+                        "deployment" | "deployments" | "deploy" => "Deployment",
+                        "statefulset" | "statefulsets" | "sts" => "StatefulSet",
+                        _ => continue,
+                    };
+                    if self.find(kind_, &ns, workload).is_none() && !charted {
+                        self.facts_at(
+                            &rules::BACKUP_COMMAND,
+                            offset,
+                            format!("{target}: no {kind_} {ns}/{workload} in the tree"),
+                        );
+                    }
+                }
+                let Some(selector) = flag_value(args, &["--selector", "-l"]) else {
+                    continue;
+                };
+                let matched = self
+                    .objects()
+                    .filter(|o| namespace(&o.node) == ns)
+                    .any(|o| {
+                        pod_labels(&o.node)
+                            .is_some_and(|labels| selector_matches(&selector, labels) == Some(true))
+                    });
+                if selector_matches(
+                    &selector,
+                    &Node {
+                        value: Value::Map(Vec::new()),
+                        line: 0,
+                        col: 0,
+                    },
+                )
+                .is_none()
+                {
+                    self.facts_at(
+                        &rules::BACKUP_COMMAND,
+                        offset,
+                        format!("selector {selector:?} cannot be read"),
+                    );
+                } else if !matched && !charted {
+                    self.facts_at(
+                        &rules::BACKUP_COMMAND,
+                        offset,
+                        format!("selector {selector:?} matches no pod template in namespace {ns}"),
+                    );
+                }
+            }
+        }
+    }
+
+    pub(super) fn services(&mut self) {
+        let tree = self.tree;
+        for service in tree.objects.iter().filter(|o| kind(&o.node) == "Service") {
+            let ns = namespace(&service.node);
+            let Some(selector) = service.node.path(&["spec", "selector"]) else {
+                continue;
+            };
+            if selector.entries().is_empty() {
+                continue;
+            }
+            let wanted: Vec<(String, String)> = selector
+                .entries()
+                .iter()
+                .map(|(k, v)| (k.scalar_text(), v.scalar_text()))
+                .collect();
+            let matching: Vec<&Object> = self
+                .objects()
+                .filter(|o| namespace(&o.node) == ns)
+                .filter(|o| {
+                    pod_labels(&o.node).is_some_and(|labels| {
+                        wanted
+                            .iter()
+                            .all(|(k, v)| labels.get(k).is_some_and(|l| &l.scalar_text() == v))
+                    })
+                })
+                .collect();
+            if matching.is_empty() {
+                self.at(
+                    &rules::SERVICE_SELECTOR,
+                    service,
+                    selector,
+                    format!(
+                        "Service {ns}/{}: no pod template in {ns} has these labels",
+                        name(&service.node)
+                    ),
+                );
+                continue;
+            }
+            let port_names: BTreeSet<String> = matching
+                .iter()
+                .filter_map(|o| pod_spec(&o.node))
+                .flat_map(|spec| containers(spec).map(|(c, _)| c).collect::<Vec<_>>())
+                .flat_map(|c| c.get("ports").map(Node::items).unwrap_or_default())
+                .filter_map(|p| p.get("name").map(Node::scalar_text))
+                .collect();
+            for port in service
+                .node
+                .path(&["spec", "ports"])
+                .map(Node::items)
+                .unwrap_or_default()
+            {
+                if let Some(target) = port.get("targetPort")
+                    && let Value::Str(target_name) = &target.value
+                    && !port_names.contains(target_name)
+                {
+                    self.at(
+                        &rules::TARGET_PORT,
+                        service,
+                        target,
+                        format!(
+                            "Service {ns}/{}: targetPort {target_name:?} is not a container port name of the pods it selects",
+                            name(&service.node)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    pub(super) fn ingresses(&mut self) {
+        let tree = self.tree;
+        for ingress in tree.objects.iter().filter(|o| kind(&o.node) == "Ingress") {
+            let ns = namespace(&ingress.node);
+            let mut backends: Vec<&Node> = Vec::new();
+            if let Some(default) = ingress.node.path(&["spec", "defaultBackend", "service"]) {
+                backends.push(default);
+            }
+            for rule in ingress
+                .node
+                .path(&["spec", "rules"])
+                .map(Node::items)
+                .unwrap_or_default()
+            {
+                for path in rule
+                    .path(&["http", "paths"])
+                    .map(Node::items)
+                    .unwrap_or_default()
+                {
+                    if let Some(service) = path.path(&["backend", "service"]) {
+                        backends.push(service);
+                    }
+                }
+            }
+            for backend in backends {
+                let service_name = backend
+                    .get("name")
+                    .map(Node::scalar_text)
+                    .unwrap_or_default();
+                let Some(service) = self.find("Service", &ns, &service_name) else {
+                    self.at(
+                        &rules::INGRESS_BACKEND,
+                        ingress,
+                        backend,
+                        format!(
+                            "Ingress {ns}/{}: Service {ns}/{service_name} does not exist",
+                            name(&ingress.node)
+                        ),
+                    );
+                    continue;
+                };
+                let ports = service
+                    .node
+                    .path(&["spec", "ports"])
+                    .map(Node::items)
+                    .unwrap_or_default();
+                let port = backend.get("port");
+                let found = match port {
+                    None => true,
+                    Some(port) => match (port.get("name"), port.get("number")) {
+                        (Some(wanted), _) => ports.iter().any(|p| {
+                            p.get("name").map(Node::scalar_text) == Some(wanted.scalar_text())
+                        }),
+                        (None, Some(number)) => ports.iter().any(|p| {
+                            p.get("port").map(Node::scalar_text) == Some(number.scalar_text())
+                        }),
+                        (None, None) => true,
+                    },
+                };
+                if !found {
+                    self.at(
+                        &rules::INGRESS_BACKEND,
+                        ingress,
+                        port.and_then(|p| p.get("name").or_else(|| p.get("number")))
+                            .unwrap_or(backend),
+                        format!(
+                            "Ingress {ns}/{}: Service {ns}/{service_name} has no such port",
+                            name(&ingress.node)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    pub(super) fn namespaces(&mut self) {
+        let tree = self.tree;
+        let declared: BTreeSet<String> = self
+            .objects()
+            .filter(|o| kind(&o.node) == "Namespace")
+            .map(|o| name(&o.node))
+            .collect();
+        for object in &tree.objects {
+            let Some(ns) = object.node.path(&["metadata", "namespace"]) else {
+                continue;
+            };
+            let text = ns.scalar_text();
+            if declared.contains(&text) || BUILT_IN_NAMESPACES.contains(&text.as_str()) {
+                continue;
+            }
+            match &object.namespace_from {
+                // Once, where the kustomization set it.
+                Some(at) => self.findings.push(Finding {
+                    rule: &rules::NAMESPACE,
+                    at: at.clone(),
+                    message: format!("namespace {text} is declared by no Namespace in the tree"),
+                }),
+                None => self.at(
+                    &rules::NAMESPACE,
+                    object,
+                    ns,
+                    format!(
+                        "{}: namespace {text} is declared by no Namespace in the tree",
+                        label(&object.node)
+                    ),
+                ),
+            }
+        }
+    }
+}
+
+/// The value of `--flag VALUE`, `--flag=VALUE` or `-f VALUE`.
+fn flag_value(args: &[String], names: &[&str]) -> Option<String> {
+    args.iter().enumerate().find_map(|(i, arg)| {
+        names.iter().find_map(|name| {
+            if arg == name {
+                args.get(i + 1).cloned()
+            } else {
+                arg.strip_prefix(&format!("{name}=")).map(str::to_owned)
+            }
+        })
+    })
+}
