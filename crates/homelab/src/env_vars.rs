@@ -33,3 +33,13 @@ pub const AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
 /// Keys of the offsite credentials file (an environment file written by sops-nix).
 pub const R2_ENDPOINT: &str = "R2_ENDPOINT";
 pub const R2_BUCKET: &str = "R2_BUCKET";
+
+/// The variable that overrides where a program is found, for the programs that have one.
+pub fn program_override(program: &str) -> Option<&'static str> {
+    match program {
+        "kopia" => Some(HOMELAB_KOPIA),
+        "cloudflared" => Some(HOMELAB_CLOUDFLARED),
+        "systemctl" => Some(HOMELAB_SYSTEMCTL),
+        _ => None,
+    }
+}

@@ -21,7 +21,7 @@ const PIPE_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    #[error("could not start `{program}`: {source}")]
+    #[error("could not start `{program}`: {}", spawn_failure(program, source))]
     Spawn { program: String, source: io::Error },
     #[error("`{program}` was stopped: {reason}")]
     Cancelled { program: String, reason: String },
@@ -29,6 +29,25 @@ pub enum ProcessError {
     TimedOut { program: String, after: Duration },
     #[error("waiting for `{program}` failed: {source}")]
     Wait { program: String, source: io::Error },
+}
+
+/// Why a program did not start, in words that say what to do: a program that is not installed
+/// is "not on PATH", with the variable that points homelab at it elsewhere.
+fn spawn_failure(program: &str, err: &io::Error) -> String {
+    if err.kind() != io::ErrorKind::NotFound {
+        return err.to_string();
+    }
+    let name = std::path::Path::new(program)
+        .file_name()
+        .map_or(program.to_owned(), |n| n.to_string_lossy().into_owned());
+    match crate::env_vars::program_override(&name) {
+        Some(variable) if name == program => {
+            format!("not on PATH (install it, or set {variable} to its path)")
+        }
+        Some(variable) => format!("no such program (check {variable})"),
+        None if name == program => "not on PATH (install it)".to_owned(),
+        None => "no such program".to_owned(),
+    }
 }
 
 /// Set when SIGTERM, SIGINT or SIGHUP arrives, or when the job's time limit passes; long-running

@@ -1069,6 +1069,22 @@ fn trees_it_was_not_written_for_give_findings_never_a_panic() {
         "{}",
         stderr(&out)
     );
+    // A value of the wrong type: the line and the dotted key.
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        "homelab.toml",
+        "name = \"kopia\"\nkind = \"tcp\"",
+        "name = \"kopia\"\nkind = 3",
+    ) + 1;
+    let (out, _) = check(root);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!("homelab.toml:{line}: tunnel.route[2].kind:")),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// The renderer is right: for every Flux path, the check's objects equal `kubectl kustomize`'s.

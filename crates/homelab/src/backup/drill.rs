@@ -139,7 +139,7 @@ fn record(config: &BackupConfig, report: &DrillReport) -> anyhow::Result<()> {
         entry.last_drill = Some(now);
         entry.last_drill_ok = Some(r.ok);
     }
-    state.publish(config, "drill")
+    super::metrics::publish(config, &state, "drill")
 }
 
 fn drill(

@@ -12,7 +12,19 @@ use crate::files::write_atomically;
 
 const FILE: &str = "homelab_backup.prom";
 
-pub fn write(config: &BackupConfig, state: &State) -> anyhow::Result<()> {
+/// Saves a job's state and rewrites the metrics file from it. Tries both (they may sit on
+/// different file systems) and reports every failure with its path.
+pub fn publish(config: &BackupConfig, state: &State, job: &str) -> anyhow::Result<()> {
+    let saved = state.save_for(config, job);
+    let written = write(config, state);
+    match (saved, written) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(err), Ok(())) | (Ok(()), Err(err)) => Err(err),
+        (Err(saved), Err(written)) => Err(anyhow::anyhow!("{saved:#}; {written:#}")),
+    }
+}
+
+fn write(config: &BackupConfig, state: &State) -> anyhow::Result<()> {
     let Some(dir) = &config.textfile_dir else {
         return Ok(());
     };

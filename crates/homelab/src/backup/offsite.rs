@@ -98,6 +98,17 @@ impl Mirror {
     }
 }
 
+/// The `[offsite]` table and its credentials, for every job that needs the mirror: one place,
+/// one message that says what to add.
+pub fn target(config: &BackupConfig) -> anyhow::Result<(&Offsite, Credentials)> {
+    let offsite = config.offsite.as_ref().context(
+        "the configuration has no [offsite] table: add one with credentials-file = <the R2 \
+         credentials env file> (docs/backup.example.toml)",
+    )?;
+    let credentials = read_credentials(&offsite.credentials_file)?;
+    Ok((offsite, credentials))
+}
+
 /// Failures that retrying cannot fix, named for the operator: the bucket is not this
 /// repository's mirror, or R2 refuses the keys.
 pub fn permanent(err: &KopiaError) -> Option<&'static str> {

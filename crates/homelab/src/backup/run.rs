@@ -470,7 +470,7 @@ fn record(config: &BackupConfig, report: &RunReport) -> anyhow::Result<()> {
             entry.duration_seconds = r.duration_seconds;
         }
     }
-    state.publish(config, "run")
+    super::metrics::publish(config, &state, "run")
 }
 
 fn print(report: &RunReport, json: bool) -> anyhow::Result<()> {

@@ -90,12 +90,10 @@ impl State {
         write_atomically(&state_dir.join(FILE), &json)
     }
 
-    /// Saves the state and rewrites the metrics file from it. Tries both (they may sit on
-    /// different file systems) and reports every failure with its path. When the state cannot
-    /// be saved (a full disk), an empty `unrecorded-<job>` marker is left instead (an empty
-    /// file needs no data blocks), so that `status` fails rather than showing an old outcome as
-    /// the last one; the job's next good save removes it.
-    pub fn publish(&self, config: &BackupConfig, job: &str) -> anyhow::Result<()> {
+    /// Saves the state. When it cannot be saved (a full disk), an empty `unrecorded-<job>`
+    /// marker is left instead (an empty file needs no data blocks), so that `status` fails
+    /// rather than showing an old outcome as the last one; the job's next good save removes it.
+    pub fn save_for(&self, config: &BackupConfig, job: &str) -> anyhow::Result<()> {
         let state_dir = config.state_dir.get_ref();
         let marker = state_dir.join(format!("{UNRECORDED}{job}"));
         let saved = self.save(state_dir);
@@ -109,11 +107,6 @@ impl State {
                 }
             }
         }
-        let written = super::metrics::write(config, self);
-        match (saved, written) {
-            (Ok(()), Ok(())) => Ok(()),
-            (Err(err), Ok(())) | (Ok(()), Err(err)) => Err(err),
-            (Err(saved), Err(written)) => Err(anyhow::anyhow!("{saved:#}; {written:#}")),
-        }
+        saved
     }
 }

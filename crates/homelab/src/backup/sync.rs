@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::config::{BackupConfig, Offsite};
 use super::mirror_audit;
-use super::offsite::{Credentials, Mirror, permanent, read_credentials};
+use super::offsite::{Credentials, Mirror, permanent};
 use super::state::State;
 use super::{ConfigArg, Session};
 use crate::clock::unix_now;
@@ -25,12 +25,8 @@ pub struct SyncCmd {
 }
 
 pub fn run(config: &BackupConfig, cmd: &SyncCmd) -> anyhow::Result<ExitStatus> {
-    let Some(offsite) = &config.offsite else {
-        eprintln!("error: the configuration has no [offsite] table: nothing to sync to");
-        return Ok(ExitStatus::Error);
-    };
-    let credentials = match read_credentials(&offsite.credentials_file) {
-        Ok(credentials) => credentials,
+    let (offsite, credentials) = match super::offsite::target(config) {
+        Ok(target) => target,
         Err(err) => {
             eprintln!("error: {err:#}");
             return Ok(ExitStatus::Error);
@@ -223,7 +219,7 @@ fn record(
     }
     state.mirror_damaged.retain(|id| !repaired.contains(id));
     state.mirror_differs = differs.to_vec();
-    state.publish(config, "sync")
+    super::metrics::publish(config, &state, "sync")
 }
 
 fn sync_with_retries(

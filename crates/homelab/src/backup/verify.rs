@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::config::BackupConfig;
 use super::mirror_audit;
-use super::offsite::{Mirror, read_credentials};
+use super::offsite::Mirror;
 use super::state::State;
 use super::{ConfigArg, Job, Session, repository_password};
 use crate::clock::unix_now;
@@ -38,14 +38,10 @@ pub fn run(config: &BackupConfig, cmd: &VerifyCmd) -> anyhow::Result<ExitStatus>
         .percent
         .unwrap_or(*config.verify.files_percent.get_ref());
     let (what, result) = if cmd.offsite {
-        let Some(offsite) = &config.offsite else {
-            eprintln!("error: --offsite: the configuration has no [offsite] table");
-            return Ok(ExitStatus::Error);
-        };
-        let credentials = match read_credentials(&offsite.credentials_file) {
-            Ok(credentials) => credentials,
+        let (offsite, credentials) = match super::offsite::target(config) {
+            Ok(target) => target,
             Err(err) => {
-                eprintln!("error: {err:#}");
+                eprintln!("error: --offsite: {err:#}");
                 return Ok(ExitStatus::Error);
             }
         };
@@ -172,7 +168,7 @@ fn read_share(
             state.mirror_damaged.push(id.clone());
         }
     }
-    state.publish(config, "verify-offsite")?;
+    super::metrics::publish(config, &state, "verify-offsite")?;
     Ok(Some(ShareRead {
         index,
         of,
