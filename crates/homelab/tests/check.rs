@@ -1122,6 +1122,130 @@ fn every_flux_path_renders_exactly_as_kubectl_kustomize() {
     }
 }
 
+/// The table in docs/check.md, row by row, is the registry (check/findings.rs): same ids, in
+/// the same order, with the same severity, summary and fix. Nothing drifts.
+#[test]
+fn docs_table_is_the_registry_row_by_row() {
+    let docs = std::fs::read_to_string(repo().join("docs/check.md")).expect("docs/check.md");
+    let rule_row = regex::Regex::new(r"^\| `[a-z]+/[a-z-]+` \|").expect("pattern");
+    // Markdown escapes a `|` inside a cell as `\|`.
+    let rows: Vec<String> = docs
+        .lines()
+        .filter(|l| rule_row.is_match(l))
+        .map(|l| l.replace("\\|", "|"))
+        .collect();
+    let wanted: Vec<String> = homelab::check::RULES
+        .iter()
+        .map(|rule| {
+            format!(
+                "| `{}` | {} | {} | {} |",
+                rule.id,
+                match rule.severity {
+                    homelab::check::Severity::Error => "error",
+                    homelab::check::Severity::Warning => "warning",
+                },
+                rule.summary,
+                rule.hint
+            )
+        })
+        .collect();
+    let missing: Vec<&String> = wanted.iter().filter(|w| !rows.contains(w)).collect();
+    let extra: Vec<&String> = rows.iter().filter(|r| !wanted.contains(r)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "docs/check.md drifted from the registry.\nexpected rows not found:\n{}\nrows naming no rule (or a stale text):\n{}",
+        missing
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        extra
+            .iter()
+            .map(|e| e.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// Anything in the repository written like a rule id (`refs/backup-command`) names a rule: a
+/// renamed or imagined rule in a comment or a doc is a stale pointer.
+#[test]
+fn every_rule_id_the_repository_mentions_exists() {
+    let families = [
+        "structure",
+        "schema",
+        "refs",
+        "storage",
+        "exposure",
+        "secrets",
+        "flux",
+        "hygiene",
+        "check",
+    ];
+    let mut known: Vec<String> = homelab::check::RULES
+        .iter()
+        .map(|r| r.id.to_owned())
+        .collect();
+    // The host secrets' names (`flux/age-key`) share the shape; they are read from the file.
+    let secrets = std::fs::read_to_string(repo().join("nixos/secrets/host-secrets.sops.yaml"))
+        .expect("host secrets");
+    let mut group = String::new();
+    for line in secrets.lines() {
+        if let Some(top) = line
+            .strip_suffix(':')
+            .filter(|l| !l.starts_with([' ', '#']))
+        {
+            group = top.to_owned();
+        } else if let Some((key, _)) = line.trim_start().split_once(':')
+            && line.starts_with("    ")
+            && !key.starts_with('#')
+        {
+            known.push(format!("{group}/{key}"));
+        }
+    }
+    let files = Command::new("git")
+        .args([
+            "ls-files", "*.rs", "*.md", "*.toml", "*.nix", "*.yaml", "*.sh",
+        ])
+        .current_dir(repo())
+        .output()
+        .expect("git");
+    let pattern = regex::Regex::new(r"([a-z]+)/([a-z]+(?:-[a-z]+)*)").expect("pattern");
+    let mut unknown = Vec::new();
+    for file in stdout(&files).lines() {
+        let Ok(text) = std::fs::read_to_string(repo().join(file)) else {
+            continue;
+        };
+        for found in pattern.captures_iter(&text) {
+            let whole = found.get(0).expect("match");
+            if !families.contains(&&found[1]) {
+                continue;
+            }
+            // Paths are not rule ids: a slash or a word character around it, or a file suffix.
+            let before = text[..whole.start()].chars().next_back();
+            let after = text[whole.end()..].chars().next();
+            let in_path = before.is_some_and(|c| {
+                c == '/' || c == '.' || c.is_alphanumeric() || c == '_' || c == '-'
+            }) || after
+                .is_some_and(|c| c == '/' || c == '.' || c == '_' || c.is_alphanumeric());
+            if in_path {
+                continue;
+            }
+            let id = whole.as_str();
+            if !known.iter().any(|k| k == id) {
+                unknown.push(format!("{file}: {id}"));
+            }
+        }
+    }
+    unknown.sort();
+    unknown.dedup();
+    assert!(
+        unknown.is_empty(),
+        "rule ids that name no rule:\n{}",
+        unknown.join("\n")
+    );
+}
+
 #[test]
 fn every_rule_is_documented_and_tested() {
     let docs = std::fs::read_to_string(repo().join("docs/check.md")).expect("docs/check.md");
