@@ -387,6 +387,36 @@ fn storage_rules() {
         .expect("pv")
         + 1;
     assert_finding(root, "storage/not-backed-up", &volumes, line);
+
+    // A volume and a backup source without their [[storage]] entry: the host would not make
+    // the folder with its owner and mode.
+    let copy = copy_repo();
+    let root = copy.path();
+    edit(
+        root,
+        "homelab.toml",
+        "[[storage]]\npath = \"/srv/zeroclaw\"\nowner = \"65534:65534\"\nmode = \"0750\"\n",
+        "",
+    );
+    let text = std::fs::read_to_string(root.join(&volumes)).expect("read");
+    let line = text
+        .lines()
+        .position(|l| l.contains("path: /srv/zeroclaw"))
+        .expect("pv")
+        + 1;
+    assert_finding(root, "storage/unlisted", &volumes, line);
+    let facts = std::fs::read_to_string(root.join("homelab.toml")).expect("facts");
+    let source_line = facts
+        .lines()
+        .position(|l| l == "path = \"/srv/zeroclaw\"")
+        .expect("source")
+        + 1;
+    let all = assert_finding(root, "storage/unlisted", "homelab.toml", source_line);
+    assert!(
+        all.contains("backup source /srv/zeroclaw has no [[storage]] entry"),
+        "{all}"
+    );
+    assert_only(root, &["storage/unlisted"]);
 }
 
 #[test]

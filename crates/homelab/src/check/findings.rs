@@ -124,6 +124,9 @@ rules! {
     HOST_PATH "storage/host-path" Error
         "a hostPath volume is outside /srv, where the host keeps (and backs up) app state"
         "move the data under /srv and add a [[storage]] entry in homelab.toml";
+    UNLISTED "storage/unlisted" Error
+        "a volume or backup source under /srv has no [[storage]] entry, so the host does not make it with its owner and mode"
+        "add a [[storage]] entry (path, owner, mode) to homelab.toml";
     NOT_BACKED_UP "storage/not-backed-up" Error
         "state under /srv is covered by no backup source in homelab.toml"
         "add a [[backup.source]] for it, or `no-backup = \"<reason>\"` on its [[storage]] entry";

@@ -9,12 +9,24 @@ use crate::check::yaml::Node;
 impl Checker<'_> {
     pub(super) fn storage(&mut self) {
         let tree = self.tree;
+        for source in &tree.facts.backup.source {
+            let path = source.path.get_ref();
+            if path.starts_with("/srv/")
+                && !tree.facts.storage.iter().any(|s| s.path.get_ref() == path)
+            {
+                self.facts_at(
+                    &rules::UNLISTED,
+                    source.path.span().start,
+                    format!("backup source {path} has no [[storage]] entry (owner, mode)"),
+                );
+            }
+        }
         let sources: Vec<&str> = tree
             .facts
             .backup
             .source
             .iter()
-            .map(|s| s.path.as_str())
+            .map(|s| s.path.get_ref().as_str())
             .collect();
         let under = |path: &str, root: &str| {
             path == root || path.starts_with(&format!("{}/", root.trim_end_matches('/')))
@@ -48,6 +60,19 @@ impl Checker<'_> {
                         format!("{}: hostPath {path} is not under /srv", label(&object.node)),
                     );
                     continue;
+                }
+                // The host makes each /srv folder with its owner and mode from [[storage]]: a
+                // volume without an entry would come up root-owned, or not at all.
+                if !tree.facts.storage.iter().any(|s| s.path.get_ref() == &path) {
+                    self.at(
+                        &rules::UNLISTED,
+                        object,
+                        node,
+                        format!(
+                            "{}: {path} has no [[storage]] entry in homelab.toml (owner, mode)",
+                            label(&object.node)
+                        ),
+                    );
                 }
                 let covered = sources.iter().any(|s| under(&path, s));
                 let excluded = tree.facts.storage.iter().any(|s| {

@@ -143,7 +143,7 @@ pub struct Backup {
 
 #[derive(Debug, Deserialize)]
 pub struct BackupSource {
-    pub path: String,
+    pub path: toml::Spanned<String>,
     #[serde(default)]
     pub quiesce: Option<Commands>,
     #[serde(default)]
