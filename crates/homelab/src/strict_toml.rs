@@ -60,8 +60,13 @@ pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
             // the error still names its line.
             let span = match err.span() {
                 Some(span) if syntax && span.is_empty() && !text.is_empty() => {
-                    let start = span.start.min(text.len() - 1);
-                    start..start + 1
+                    // One whole character, at a character boundary.
+                    let mut start = span.start.min(text.len() - 1);
+                    while !text.is_char_boundary(start) {
+                        start -= 1;
+                    }
+                    let width = text[start..].chars().next().map_or(1, char::len_utf8);
+                    start..start + width
                 }
                 Some(span) => span,
                 None => 0..0,
@@ -147,7 +152,14 @@ impl ConfigError {
 
     fn with_source(mut self, text: String) -> Self {
         if let Some(span) = self.span {
-            self.line = Some(text[..span.offset().min(text.len())].matches('\n').count() + 1);
+            let offset = span.offset().min(text.len());
+            self.line = Some(
+                text.as_bytes()[..offset]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1,
+            );
         }
         self.source_code = NamedSource::new(self.file.display().to_string(), text);
         self

@@ -37,17 +37,15 @@ impl Checker<'_> {
                     routed.insert(host.clone());
                     let count = hosts.get(&host).map_or(0, Vec::len);
                     if count != 1 {
-                        self.facts_at(
-                            &rules::ROUTE_INGRESS,
-                            offset,
+                        self.emit(&rules::ROUTE_INGRESS, Place::Facts(offset),
                             format!("http route {host} is served by {count} Ingresses; exactly one expected"),
                         );
                     }
                 }
                 "tcp" => self.tcp_route(route, &host, offset),
-                other => self.facts_at(
+                other => self.emit(
                     &rules::ROUTE_INGRESS,
-                    offset,
+                    Place::Facts(offset),
                     format!("route {host}: kind {other:?} is neither \"http\" nor \"tcp\""),
                 ),
             }
@@ -157,23 +155,23 @@ impl Checker<'_> {
         let firewall = &tree.facts.firewall;
         match &firewall.tcp_ports {
             Some(ports) if ports.get_ref() == &vec![22, 6443] => {}
-            Some(ports) => self.facts_at(
+            Some(ports) => self.emit(
                 &rules::FIREWALL,
-                ports.span().start,
+                Place::Facts(ports.span().start),
                 format!("[firewall] tcp-ports = {:?}", ports.get_ref()),
             ),
-            None => self.facts_at(
+            None => self.emit(
                 &rules::FIREWALL,
-                0,
+                Place::Facts(0),
                 "homelab.toml has no [firewall] tcp-ports".to_owned(),
             ),
         }
         if let Some(udp) = &firewall.udp_ports
             && !udp.get_ref().is_empty()
         {
-            self.facts_at(
+            self.emit(
                 &rules::FIREWALL,
-                udp.span().start,
+                Place::Facts(udp.span().start),
                 format!("[firewall] udp-ports = {:?}", udp.get_ref()),
             );
         }
@@ -181,9 +179,9 @@ impl Checker<'_> {
 
     pub(super) fn tcp_route(&mut self, route: &tree::Route, host: &str, offset: usize) {
         let (Some(ip), Some(port)) = (&route.cluster_ip, route.port) else {
-            self.facts_at(
+            self.emit(
                 &rules::TCP_ROUTE,
-                offset,
+                Place::Facts(offset),
                 format!("tcp route {host} needs cluster-ip and port"),
             );
             return;
@@ -204,9 +202,7 @@ impl Checker<'_> {
                     .any(|p| p.get("port").map(Node::scalar_text) == Some(port.to_string()))
         });
         if !found {
-            self.facts_at(
-                &rules::TCP_ROUTE,
-                offset,
+            self.emit(&rules::TCP_ROUTE, Place::Facts(offset),
                 format!("tcp route {host}: no Service in namespace {} has clusterIP {ip} and port {port}", route.app),
             );
         }

@@ -32,6 +32,18 @@ const GIT_REPOSITORY_INTERVAL: &str = "1m";
 const INFRASTRUCTURE: &str = "infrastructure";
 const ENCRYPTED_REGEX: &str = "^(data|stringData)$";
 
+/// Where a finding points.
+enum Place<'p> {
+    /// A node of a rendered object: its `homelab.check/ignore` annotation may silence the rule.
+    Object(&'p Object, &'p Node),
+    /// A node of a file no rendered object stands for (a SOPS file's metadata).
+    Node(&'p str, &'p Node),
+    /// A line of a file that holds no objects (.sops.yaml, a Nix module).
+    Line(Location),
+    /// A byte offset in homelab.toml.
+    Facts(usize),
+}
+
 /// What every rule works with: the loaded tree, and the findings so far.
 struct Checker<'a> {
     tree: &'a Tree,
@@ -64,23 +76,30 @@ impl<'a> Checker<'a> {
         &self.tree.files[object.file].path
     }
 
+    /// The one way a rule reports: every finding goes through here, and a finding at an object
+    /// is dropped when the object's `homelab.check/ignore` annotation silences its rule.
+    fn emit(&mut self, rule: &'static Rule, place: Place<'_>, message: String) {
+        let at = match place {
+            Place::Object(object, node) => {
+                if silenced(&object.node, rule.id) {
+                    return;
+                }
+                Location::at(self.file(object), node)
+            }
+            Place::Node(file, node) => Location::at(file, node),
+            Place::Line(at) => at,
+            Place::Facts(offset) => Location::new(
+                tree::FACTS_FILE,
+                tree::line_of_offset(&self.tree.files[0].text, offset),
+                0,
+            ),
+        };
+        self.findings.push(Finding { rule, at, message });
+    }
+
+    /// At `node` of a rendered object (the usual case).
     fn at(&mut self, rule: &'static Rule, object: &Object, node: &Node, message: String) {
-        if silenced(&object.node, rule.id) {
-            return;
-        }
-        let at = Location::at(self.file(object), node);
-        self.findings.push(Finding { rule, at, message });
-    }
-
-    fn at_file(&mut self, rule: &'static Rule, file: &str, node: &Node, message: String) {
-        let at = Location::at(file, node);
-        self.findings.push(Finding { rule, at, message });
-    }
-
-    fn facts_at(&mut self, rule: &'static Rule, offset: usize, message: String) {
-        let line = tree::line_of_offset(&self.tree.files[0].text, offset);
-        let at = Location::new(tree::FACTS_FILE, line, 0);
-        self.findings.push(Finding { rule, at, message });
+        self.emit(rule, Place::Object(object, node), message);
     }
 
     fn objects(&self) -> impl Iterator<Item = &'a Object> + use<'a> {

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::check::findings::{self as rules, Finding};
+use crate::check::findings::{self as rules};
 use crate::check::object::*;
 use crate::check::tree::Object;
 use crate::check::yaml::{Node, Value};
@@ -194,9 +194,9 @@ impl Checker<'_> {
                         _ => continue,
                     };
                     if self.find(kind_, &ns, workload).is_none() && !charted {
-                        self.facts_at(
+                        self.emit(
                             &rules::BACKUP_COMMAND,
-                            offset,
+                            Place::Facts(offset),
                             format!("{target}: no {kind_} {ns}/{workload} in the tree"),
                         );
                     }
@@ -221,15 +221,15 @@ impl Checker<'_> {
                 )
                 .is_none()
                 {
-                    self.facts_at(
+                    self.emit(
                         &rules::BACKUP_COMMAND,
-                        offset,
+                        Place::Facts(offset),
                         format!("selector {selector:?} cannot be read"),
                     );
                 } else if !matched && !charted {
-                    self.facts_at(
+                    self.emit(
                         &rules::BACKUP_COMMAND,
-                        offset,
+                        Place::Facts(offset),
                         format!("selector {selector:?} matches no pod template in namespace {ns}"),
                     );
                 }
@@ -238,8 +238,7 @@ impl Checker<'_> {
     }
 
     pub(super) fn services(&mut self) {
-        let tree = self.tree;
-        for service in tree.objects.iter().filter(|o| kind(&o.node) == "Service") {
+        for service in self.objects().filter(|o| kind(&o.node) == "Service") {
             let ns = namespace(&service.node);
             let Some(selector) = service.node.path(&["spec", "selector"]) else {
                 continue;
@@ -307,8 +306,7 @@ impl Checker<'_> {
     }
 
     pub(super) fn ingresses(&mut self) {
-        let tree = self.tree;
-        for ingress in tree.objects.iter().filter(|o| kind(&o.node) == "Ingress") {
+        for ingress in self.objects().filter(|o| kind(&o.node) == "Ingress") {
             let ns = namespace(&ingress.node);
             let mut backends: Vec<&Node> = Vec::new();
             if let Some(default) = ingress.node.path(&["spec", "defaultBackend", "service"]) {
@@ -382,13 +380,12 @@ impl Checker<'_> {
     }
 
     pub(super) fn namespaces(&mut self) {
-        let tree = self.tree;
         let declared: BTreeSet<String> = self
             .objects()
             .filter(|o| kind(&o.node) == "Namespace")
             .map(|o| name(&o.node))
             .collect();
-        for object in &tree.objects {
+        for object in self.objects() {
             let Some(ns) = object.node.path(&["metadata", "namespace"]) else {
                 continue;
             };
@@ -398,11 +395,11 @@ impl Checker<'_> {
             }
             match &object.namespace_from {
                 // Once, where the kustomization set it.
-                Some(at) => self.findings.push(Finding {
-                    rule: &rules::NAMESPACE,
-                    at: at.clone(),
-                    message: format!("namespace {text} is declared by no Namespace in the tree"),
-                }),
+                Some(at) => self.emit(
+                    &rules::NAMESPACE,
+                    Place::Line(at.clone()),
+                    format!("namespace {text} is declared by no Namespace in the tree"),
+                ),
                 None => self.at(
                     &rules::NAMESPACE,
                     object,

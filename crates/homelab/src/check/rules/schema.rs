@@ -9,11 +9,7 @@ use crate::check::yaml::Node;
 
 impl Checker<'_> {
     pub(super) fn schemas(&mut self, schemas: &mut Schemas) {
-        let tree = self.tree;
-        for object in &tree.objects {
-            if whole_encrypted(&object.node) {
-                continue;
-            }
+        for object in self.objects() {
             let mut json = object.node.to_json();
             // Flux drops the SOPS metadata when it decrypts; the API server never sees it.
             if let Some(map) = json.as_object_mut() {

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::check::findings::{self as rules, Finding, Location};
+use crate::check::findings::{self as rules, Location};
 use crate::check::object::*;
 use crate::check::tree::{self};
 use crate::check::yaml::{Node, Value};
@@ -11,7 +11,7 @@ use crate::check::yaml::{Node, Value};
 impl Checker<'_> {
     pub(super) fn secrets(&mut self) {
         let tree = self.tree;
-        for object in tree.objects.iter().filter(|o| kind(&o.node) == "Secret") {
+        for object in self.objects().filter(|o| kind(&o.node) == "Secret") {
             if !self.file(object).ends_with(".sops.yaml") {
                 let at = object.node.get("kind").unwrap_or(&object.node);
                 self.at(
@@ -43,14 +43,10 @@ impl Checker<'_> {
             let fine = rule.is_some_and(|r| r.encrypted_regex.as_deref() == Some(ENCRYPTED_REGEX));
             if !fine {
                 let at = Location::new(path, 1, 0);
-                self.findings.push(Finding {
-                    rule: &rules::CREATION_RULE,
-                    at,
-                    message: match rule {
+                self.emit(&rules::CREATION_RULE, Place::Line(at), match rule {
                         None => format!("no creation rule in .sops.yaml matches {path}"),
                         Some(_) => format!("the first creation rule matching {path} has no encrypted_regex {ENCRYPTED_REGEX}"),
-                    },
-                });
+                    });
             }
         }
         self.secret_looking_values();
@@ -75,27 +71,27 @@ impl Checker<'_> {
         if let Some(rule) = first_rule(&cluster_sample)
             && !rule.recipients.iter().any(|r| r == flux)
         {
-            self.findings.push(Finding {
-                rule: &rules::FLUX_IDENTITY,
-                at: Location::new(tree::SOPS_CONFIG, rule.line, 0),
-                message: format!(
+            self.emit(
+                &rules::FLUX_IDENTITY,
+                Place::Line(Location::new(tree::SOPS_CONFIG, rule.line, 0)),
+                format!(
                     "the creation rule for the cluster's secrets does not encrypt to Flux's \
                      recipient {flux} (homelab.toml flux-age-recipient): Flux could not decrypt \
                      what it makes"
                 ),
-            });
+            );
         }
         let host_sample = format!("{}/host-secrets.sops.yaml", tree::HOST_SECRETS);
         if let Some(rule) = first_rule(&host_sample)
             && rule.recipients.iter().any(|r| r == flux)
         {
-            self.findings.push(Finding {
-                rule: &rules::FLUX_IDENTITY,
-                at: Location::new(tree::SOPS_CONFIG, rule.line, 0),
-                message: "the creation rule for the host's secrets encrypts to Flux's recipient: \
+            self.emit(
+                &rules::FLUX_IDENTITY,
+                Place::Line(Location::new(tree::SOPS_CONFIG, rule.line, 0)),
+                "the creation rule for the host's secrets encrypts to Flux's recipient: \
                           the cluster could read the R2 keys and the repository password"
                     .to_owned(),
-            });
+            );
         }
         let recipients = |document: &Node| -> Vec<String> {
             document
@@ -110,10 +106,9 @@ impl Checker<'_> {
             let found = recipients(document);
             if !found.is_empty() && !found.iter().any(|r| r == flux) {
                 let at = document.key_node("sops").unwrap_or(document);
-                self.at_file(
+                self.emit(
                     &rules::FLUX_IDENTITY,
-                    &tree.files[*file].path,
-                    at,
+                    Place::Node(&tree.files[*file].path, at),
                     format!(
                         "encrypted to {} only, not to Flux's recipient {flux}: Flux cannot \
                          decrypt it (run `sops updatekeys` on it)",
@@ -125,10 +120,9 @@ impl Checker<'_> {
         for (file, document) in &tree.host_sops_documents {
             if recipients(document).iter().any(|r| r == flux) {
                 let at = document.key_node("sops").unwrap_or(document);
-                self.at_file(
+                self.emit(
                     &rules::FLUX_IDENTITY,
-                    &tree.files[*file].path,
-                    at,
+                    Place::Node(&tree.files[*file].path, at),
                     format!(
                         "a host secret encrypted to Flux's recipient {flux}: the cluster could \
                          decrypt it"
@@ -144,13 +138,13 @@ impl Checker<'_> {
                 .find(|(_, l)| l.contains("--age-key"))
                 && !line.contains("flux/age-key")
             {
-                self.findings.push(Finding {
-                    rule: &rules::FLUX_IDENTITY,
-                    at: Location::new(tree::FLUX_MODULE, index + 1, 0),
-                    message: "the Flux bootstrap's --age-key is not the flux/age-key secret: the \
+                self.emit(
+                    &rules::FLUX_IDENTITY,
+                    Place::Line(Location::new(tree::FLUX_MODULE, index + 1, 0)),
+                    "the Flux bootstrap's --age-key is not the flux/age-key secret: the \
                               cluster would get another key than Flux's own"
                         .to_owned(),
-                });
+                );
             }
         }
     }
@@ -160,39 +154,35 @@ impl Checker<'_> {
             return;
         }
         if whole_encrypted(document) {
-            self.at_file(
+            self.emit(
                 &rules::WHOLE_DOCUMENT,
-                path,
-                document.get("kind").unwrap_or(document),
+                Place::Node(path, document.get("kind").unwrap_or(document)),
                 format!("{path}: apiVersion and kind are ciphertext"),
             );
             return;
         }
         let Some(metadata) = document.get("sops") else {
-            self.at_file(
+            self.emit(
                 &rules::PLAINTEXT_SECRET,
-                path,
-                document,
+                Place::Node(path, document),
                 format!("{path}: a document without SOPS metadata (never encrypted)"),
             );
             return;
         };
         let regex = metadata.get("encrypted_regex").map(Node::scalar_text);
         if regex.as_deref() != Some(ENCRYPTED_REGEX) {
-            self.at_file(
+            self.emit(
                 &rules::ENCRYPTED_REGEX,
-                path,
-                metadata,
+                Place::Node(path, metadata),
                 format!("{path}: encrypted_regex is {:?}", regex.unwrap_or_default()),
             );
         }
         for field in ["data", "stringData"] {
             for (key, value) in document.get(field).map(Node::entries).unwrap_or_default() {
                 if !value.scalar_text().starts_with("ENC[") {
-                    self.at_file(
+                    self.emit(
                         &rules::PLAINTEXT_SECRET,
-                        path,
-                        value,
+                        Place::Node(path, value),
                         format!("{path}: {field}.{} is not encrypted", key.scalar_text()),
                     );
                 }

@@ -1,13 +1,12 @@
 //! check/silence: the one way to silence a finding, and its own rule.
 
 use super::*;
-use crate::check::findings::{self as rules, Finding, Location};
+use crate::check::findings::{self as rules, Location};
 use crate::check::yaml::Node;
 
 impl Checker<'_> {
     pub(super) fn silence_annotations(&mut self) {
-        let tree = self.tree;
-        for object in &tree.objects {
+        for object in self.objects() {
             let Some(annotation) =
                 object
                     .node
@@ -24,15 +23,15 @@ impl Checker<'_> {
                 let known = rules::ALL.iter().any(|r| r.id == id.trim());
                 if !known || reason.trim().is_empty() {
                     let at = Location::at(self.file(object), annotation);
-                    self.findings.push(Finding {
-                        rule: &rules::SILENCE,
-                        at,
-                        message: if known {
+                    self.emit(
+                        &rules::SILENCE,
+                        Place::Line(at),
+                        if known {
                             format!("{IGNORE_ANNOTATION}: {} gives no reason", id.trim())
                         } else {
                             format!("{IGNORE_ANNOTATION}: no rule {:?}", id.trim())
                         },
-                    });
+                    );
                 }
             }
         }

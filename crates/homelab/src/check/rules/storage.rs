@@ -14,9 +14,9 @@ impl Checker<'_> {
             if path.starts_with("/srv/")
                 && !tree.facts.storage.iter().any(|s| s.path.get_ref() == path)
             {
-                self.facts_at(
+                self.emit(
                     &rules::UNLISTED,
-                    source.path.span().start,
+                    Place::Facts(source.path.span().start),
                     format!("backup source {path} has no [[storage]] entry (owner, mode)"),
                 );
             }
