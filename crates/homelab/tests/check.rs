@@ -141,7 +141,7 @@ fn text_output_names_file_line_rule_and_shows_the_snippet() {
 }
 
 #[test]
-fn structure_rules() {
+fn structure_duplicate_key() {
     let copy = copy_repo();
     let root = copy.path();
     let file = format!("{APPS}/vaultwarden/deployment.yaml");
@@ -152,12 +152,19 @@ fn structure_rules() {
         "  replicas: 1\n  replicas: 2\n",
     ) + 1;
     assert_finding(root, "structure/duplicate-key", &file, line);
+}
 
+#[test]
+fn structure_yaml_syntax() {
+    let file = format!("{APPS}/vaultwarden/deployment.yaml");
     let copy = copy_repo();
     let root = copy.path();
     let line = edit(root, &file, "  replicas: 1\n", "  replicas: 1: 2\n");
     assert_finding(root, "structure/yaml-syntax", &file, line);
+}
 
+#[test]
+fn structure_missing_entry() {
     let copy = copy_repo();
     let root = copy.path();
     std::fs::remove_file(root.join(CLUSTER).join("manifests/cluster/namespaces.yaml")).expect("rm");
@@ -169,7 +176,10 @@ fn structure_rules() {
         .expect("listed")
         + 1;
     assert_finding(root, "structure/missing-entry", &kustomization, line);
+}
 
+#[test]
+fn structure_unsupported() {
     let copy = copy_repo();
     let root = copy.path();
     let kustomization = format!("{APPS}/libsql/kustomization.yaml");
@@ -180,7 +190,10 @@ fn structure_rules() {
         "configMapGenerator:\n  - name: extra\n    literals: [a=b]\nresources:",
     );
     assert_finding(root, "structure/unsupported", &kustomization, line);
+}
 
+#[test]
+fn structure_orphan_manifest() {
     let copy = copy_repo();
     let root = copy.path();
     let orphan = format!("{APPS}/libsql/configmap.yaml");
@@ -190,7 +203,10 @@ fn structure_rules() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: forgotten\n",
     );
     assert_finding(root, "structure/orphan-manifest", &orphan, 1);
+}
 
+#[test]
+fn structure_not_an_object() {
     let copy = copy_repo();
     let root = copy.path();
     let file = format!("{APPS}/libsql/service.yaml");
@@ -205,7 +221,7 @@ fn structure_rules() {
 }
 
 #[test]
-fn schema_rules() {
+fn schema_invalid() {
     let copy = copy_repo();
     let root = copy.path();
     let volumes = format!("{CLUSTER}/manifests/cluster/persistent-volumes.yaml");
@@ -236,7 +252,10 @@ fn schema_rules() {
     let file = format!("{APPS}/vaultwarden/service.yaml");
     let line = edit(root, &file, "      port: 8080", "      port: \"8080\"");
     assert_finding(root, "schema/invalid", &file, line);
+}
 
+#[test]
+fn schema_unknown_kind() {
     let copy = copy_repo();
     let root = copy.path();
     let file = format!("{APPS}/vaultwarden/deployment.yaml");
@@ -245,7 +264,7 @@ fn schema_rules() {
 }
 
 #[test]
-fn reference_rules() {
+fn refs_secret() {
     let deployment = format!("{APPS}/vaultwarden/deployment.yaml");
     let copy = copy_repo();
     let root = copy.path();
@@ -261,20 +280,40 @@ fn reference_rules() {
     let line = edit(
         root,
         &deployment,
-        "            - name: ROCKET_PORT",
-        "            - name: LOG_LEVEL\n              valueFrom:\n                configMapKeyRef:\n                  name: vaultwarden-settings\n                  key: log-level\n            - name: ROCKET_PORT",
-    );
-    assert_finding(root, "refs/config-map", &deployment, line + 3);
-    let copy = copy_repo();
-    let root = copy.path();
-    let line = edit(
-        root,
-        &deployment,
         "                  name: vaultwarden\n                  key:",
         "                  name: vault\n                  key:",
     );
     assert_finding(root, "refs/secret", &deployment, line);
 
+    // The Flux alert Provider's Secret must hold the token under `token`.
+    let provider = format!("{CLUSTER}/manifests/alerts/provider.yaml");
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        &provider,
+        "    name: flux-alerts-matrix",
+        "    name: flux-alerts",
+    );
+    assert_finding(root, "refs/secret", &provider, line);
+}
+
+#[test]
+fn refs_config_map() {
+    let deployment = format!("{APPS}/vaultwarden/deployment.yaml");
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        &deployment,
+        "            - name: ROCKET_PORT",
+        "            - name: LOG_LEVEL\n              valueFrom:\n                configMapKeyRef:\n                  name: vaultwarden-settings\n                  key: log-level\n            - name: ROCKET_PORT",
+    );
+    assert_finding(root, "refs/config-map", &deployment, line + 3);
+}
+
+#[test]
+fn refs_service_selector() {
     let copy = copy_repo();
     let root = copy.path();
     let service = format!("{APPS}/vaultwarden/service.yaml");
@@ -285,12 +324,19 @@ fn reference_rules() {
         "    app.kubernetes.io/name: vault",
     );
     assert_finding(root, "refs/service-selector", &service, line);
+}
 
+#[test]
+fn refs_target_port() {
+    let service = format!("{APPS}/vaultwarden/service.yaml");
     let copy = copy_repo();
     let root = copy.path();
     let line = edit(root, &service, "targetPort: http", "targetPort: web");
     assert_finding(root, "refs/target-port", &service, line);
+}
 
+#[test]
+fn refs_ingress_backend() {
     let copy = copy_repo();
     let root = copy.path();
     let ingress = format!("{APPS}/vaultwarden/ingress.yaml");
@@ -303,6 +349,10 @@ fn reference_rules() {
     assert_finding(root, "refs/ingress-backend", &ingress, line);
 
     // A volume made smaller than its claim (a claim bigger than its volume never binds).
+}
+
+#[test]
+fn refs_claim() {
     let copy = copy_repo();
     let root = copy.path();
     let volumes = format!("{CLUSTER}/manifests/cluster/persistent-volumes.yaml");
@@ -328,7 +378,10 @@ fn reference_rules() {
     let line = text.lines().position(|l| l == "spec:").expect("spec") + 1;
     let all = assert_finding(root, "refs/claim", &claim, line);
     assert!(all.contains("storageClassName none differs"), "{all}");
+}
 
+#[test]
+fn refs_namespace() {
     let copy = copy_repo();
     let root = copy.path();
     let namespaces = format!("{CLUSTER}/manifests/cluster/namespaces.yaml");
@@ -353,6 +406,10 @@ fn reference_rules() {
 
     // The quiesce wait of a backup source must select the Deployment's pods: kubectl's
     // `wait --for=delete` passes at once when nothing matches.
+}
+
+#[test]
+fn refs_backup_command() {
     let copy = copy_repo();
     let root = copy.path();
     let line = edit(
@@ -365,13 +422,17 @@ fn reference_rules() {
 }
 
 #[test]
-fn storage_rules() {
+fn storage_host_path() {
     let volumes = format!("{CLUSTER}/manifests/cluster/persistent-volumes.yaml");
     let copy = copy_repo();
     let root = copy.path();
     let line = edit(root, &volumes, "path: /srv/libsql", "path: /var/lib/libsql");
     assert_finding(root, "storage/host-path", &volumes, line);
+}
 
+#[test]
+fn storage_not_backed_up() {
+    let volumes = format!("{CLUSTER}/manifests/cluster/persistent-volumes.yaml");
     let copy = copy_repo();
     let root = copy.path();
     edit(
@@ -390,6 +451,11 @@ fn storage_rules() {
 
     // A volume and a backup source without their [[storage]] entry: the host would not make
     // the folder with its owner and mode.
+}
+
+#[test]
+fn storage_unlisted() {
+    let volumes = format!("{CLUSTER}/manifests/cluster/persistent-volumes.yaml");
     let copy = copy_repo();
     let root = copy.path();
     edit(
@@ -420,7 +486,7 @@ fn storage_rules() {
 }
 
 #[test]
-fn exposure_rules() {
+fn exposure_ingress_unrouted() {
     let copy = copy_repo();
     let root = copy.path();
     let ingress = format!("{APPS}/vaultwarden/ingress.yaml");
@@ -438,7 +504,10 @@ fn exposure_rules() {
         .expect("route")
         + 1;
     assert_finding(root, "exposure/route-ingress", "homelab.toml", route);
+}
 
+#[test]
+fn exposure_tcp_route() {
     let copy = copy_repo();
     let root = copy.path();
     edit(
@@ -447,6 +516,7 @@ fn exposure_rules() {
         "clusterIP: 10.43.0.51",
         "clusterIP: 10.43.0.52",
     );
+    let facts = std::fs::read_to_string(root.join("homelab.toml")).expect("read");
     let route = facts
         .lines()
         .position(|l| l == "name = \"kopia\"")
@@ -464,7 +534,10 @@ fn exposure_rules() {
         "spec:\n  clusterIP: 10.43.0.60\n",
     ) + 1;
     assert_finding(root, "exposure/tcp-route", &service, line);
+}
 
+#[test]
+fn exposure_route_ingress() {
     let copy = copy_repo();
     let root = copy.path();
     let line = edit(
@@ -474,13 +547,19 @@ fn exposure_rules() {
         "name = \"db\"\nkind = \"https\"",
     );
     assert_finding(root, "exposure/route-ingress", "homelab.toml", line);
+}
 
+#[test]
+fn exposure_service_type() {
     let copy = copy_repo();
     let root = copy.path();
     let service = format!("{APPS}/vaultwarden/service.yaml");
     let line = edit(root, &service, "spec:\n", "spec:\n  type: NodePort\n") + 1;
     assert_finding(root, "exposure/service-type", &service, line);
+}
 
+#[test]
+fn exposure_host_network() {
     let copy = copy_repo();
     let root = copy.path();
     let deployment = format!("{APPS}/vaultwarden/deployment.yaml");
@@ -501,7 +580,10 @@ fn exposure_rules() {
         "              containerPort: 8080\n              hostPort: 8080",
     ) + 1;
     assert_finding(root, "exposure/host-network", &deployment, line);
+}
 
+#[test]
+fn exposure_firewall() {
     let copy = copy_repo();
     let root = copy.path();
     let line = edit(
@@ -556,12 +638,11 @@ fn sops_encrypt(root: &Path, plain: &str, extra: &[&str]) -> String {
 const PLAIN_SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: vaultwarden\ntype: Opaque\nstringData:\n  admin-token: hunter2\n";
 
 #[test]
-fn secret_rules() {
+fn secrets_whole_document() {
     if !require(&["sops", "age-keygen"]) {
         return;
     }
     let secret = format!("{APPS}/vaultwarden/secret.sops.yaml");
-
     // Encrypted whole: sops without the creation rule's --encrypted-regex.
     let copy = copy_repo();
     let root = copy.path();
@@ -579,6 +660,15 @@ fn secret_rules() {
     );
 
     // Encrypted with another regex: stringData stays plain.
+}
+
+#[test]
+fn secrets_encrypted_regex() {
+    if !require(&["sops", "age-keygen"]) {
+        return;
+    }
+    let secret = format!("{APPS}/vaultwarden/secret.sops.yaml");
+    // Encrypted with another regex than the creation rule's: plaintext left, and the rule.
     let copy = copy_repo();
     let root = copy.path();
     let partial = sops_encrypt(root, PLAIN_SECRET, &["--encrypted-regex", "^(data)$"]);
@@ -591,7 +681,10 @@ fn secret_rules() {
     assert_finding(root, "secrets/plaintext", &secret, line);
     let line = partial.lines().position(|l| l == "sops:").expect("sops") + 1;
     assert_finding(root, "secrets/encrypted-regex", &secret, line + 1);
+}
 
+#[test]
+fn secrets_plaintext() {
     // A Secret committed in a plain manifest.
     let copy = copy_repo();
     let root = copy.path();
@@ -608,7 +701,15 @@ fn secret_rules() {
         "resources:\n  - extra-secret.yaml\n",
     );
     assert_finding(root, "secrets/plaintext", &plain, 2);
+}
 
+#[test]
+fn secrets_creation_rule() {
+    if !require(&["sops", "age-keygen"]) {
+        return;
+    }
+    let secret = format!("{APPS}/vaultwarden/secret.sops.yaml");
+    // Encrypted whole: sops without the creation rule's --encrypted-regex.
     let copy = copy_repo();
     let root = copy.path();
     edit(
@@ -620,6 +721,14 @@ fn secret_rules() {
     assert_finding(root, "secrets/creation-rule", &secret, 1);
 
     // A token written straight into the manifest: a warning, the check still passes.
+}
+
+#[test]
+fn secrets_secret_looking_value() {
+    if !require(&["sops", "age-keygen"]) {
+        return;
+    }
+    // Encrypted whole: sops without the creation rule's --encrypted-regex.
     let copy = copy_repo();
     let root = copy.path();
     let deployment = format!("{APPS}/vaultwarden/deployment.yaml");
@@ -633,7 +742,7 @@ fn secret_rules() {
 }
 
 #[test]
-fn flux_rules() {
+fn flux_depends_on() {
     let apps = format!("{CLUSTER}/apps.yaml");
     let copy = copy_repo();
     let root = copy.path();
@@ -659,7 +768,11 @@ fn flux_rules() {
         "    - name: infra\n",
     );
     assert_finding(root, "flux/depends-on", &apps, line);
+}
 
+#[test]
+fn flux_decryption() {
+    let apps = format!("{CLUSTER}/apps.yaml");
     let copy = copy_repo();
     let root = copy.path();
     let line = edit(
@@ -673,13 +786,20 @@ fn flux_rules() {
         all.contains("Kustomization libsql applies SOPS files"),
         "{all} {line}"
     );
+}
 
+#[test]
+fn flux_interval() {
     let copy = copy_repo();
     let root = copy.path();
     let sync = format!("{CLUSTER}/flux-system-sync.yaml");
     let line = edit(root, &sync, "  interval: 1m", "  interval: 10m");
     assert_finding(root, "flux/interval", &sync, line);
+}
 
+#[test]
+fn flux_path_missing() {
+    let apps = format!("{CLUSTER}/apps.yaml");
     let copy = copy_repo();
     let root = copy.path();
     let line = edit(root, &apps, "apps/libsql", "apps/libsql-server");
@@ -687,11 +807,10 @@ fn flux_rules() {
 }
 
 #[test]
-fn flux_alert_rules() {
+fn flux_alerts() {
     let alerts = format!("{CLUSTER}/manifests/alerts");
     let alert = format!("{alerts}/alert.yaml");
     let provider = format!("{alerts}/provider.yaml");
-
     // Immich's HelmRelease lives in its own namespace: without its event source, its errors
     // go nowhere.
     let copy = copy_repo();
@@ -732,7 +851,14 @@ fn flux_alert_rules() {
     );
     assert_finding(root, "flux/alerts", &provider, line);
     assert_only(root, &["flux/alerts"]);
+}
 
+#[test]
+fn refs_alert_provider() {
+    let alerts = format!("{CLUSTER}/manifests/alerts");
+    let alert = format!("{alerts}/alert.yaml");
+    // Immich's HelmRelease lives in its own namespace: without its event source, its errors
+    // go nowhere.
     let copy = copy_repo();
     let root = copy.path();
     let line = edit(root, &alert, "    name: matrix", "    name: matrx");
@@ -740,19 +866,10 @@ fn flux_alert_rules() {
     assert_only(root, &["refs/alert-provider", "flux/alerts"]);
 
     // The Provider's Secret must hold the token under `token`.
-    let copy = copy_repo();
-    let root = copy.path();
-    let line = edit(
-        root,
-        &provider,
-        "    name: flux-alerts-matrix",
-        "    name: flux-alerts",
-    );
-    assert_finding(root, "refs/secret", &provider, line);
 }
 
 #[test]
-fn bytes_that_are_not_text_names_that_are_not_utf8_and_symlinks_out_of_the_tree() {
+fn structure_encoding_bytes_and_names_that_are_not_utf8_and_symlinks_out_of_the_tree() {
     // A byte that is not UTF-8, even in a comment: kustomize (and Flux) refuse the whole file.
     let copy = copy_repo();
     let root = copy.path();
@@ -831,7 +948,7 @@ fn bytes_that_are_not_text_names_that_are_not_utf8_and_symlinks_out_of_the_tree(
 }
 
 #[test]
-fn objects_the_api_server_refuses_for_their_size() {
+fn schema_too_large_objects_the_api_server_refuses_for_their_size() {
     let copy = copy_repo();
     let root = copy.path();
     let big = format!("{APPS}/libsql/big.yaml");
@@ -863,7 +980,7 @@ fn objects_the_api_server_refuses_for_their_size() {
 const OWNER: &str = "age1w9s7424jtltmns70e4xw5u7gnnktxdn2de0ssvapee7lvp7xtyeskyrylx";
 
 #[test]
-fn flux_identity_rules() {
+fn secrets_flux_identity() {
     if !require(&["sops"]) {
         return;
     }
@@ -942,7 +1059,7 @@ fn flux_identity_rules() {
 }
 
 #[test]
-fn hygiene_rules() {
+fn hygiene_image_tag() {
     let deployment = format!("{APPS}/vaultwarden/deployment.yaml");
     let copy = copy_repo();
     let root = copy.path();
@@ -953,7 +1070,11 @@ fn hygiene_rules() {
         "image: vaultwarden/server",
     );
     assert_finding(root, "hygiene/image-tag", &deployment, line);
+}
 
+#[test]
+fn hygiene_resources() {
+    let deployment = format!("{APPS}/vaultwarden/deployment.yaml");
     let copy = copy_repo();
     let root = copy.path();
     let line = edit(
@@ -964,7 +1085,11 @@ fn hygiene_rules() {
     );
     let all = assert_finding(root, "hygiene/resources", &deployment, line - 3);
     assert!(all.contains("no resources.limits"), "{all}");
+}
 
+#[test]
+fn hygiene_probes() {
+    let deployment = format!("{APPS}/vaultwarden/deployment.yaml");
     let copy = copy_repo();
     let root = copy.path();
     edit(
@@ -980,7 +1105,11 @@ fn hygiene_rules() {
         .expect("container")
         + 1;
     assert_finding(root, "hygiene/probes", &deployment, line);
+}
 
+#[test]
+fn hygiene_recreate() {
+    let deployment = format!("{APPS}/vaultwarden/deployment.yaml");
     let copy = copy_repo();
     let root = copy.path();
     let line = edit(
@@ -993,7 +1122,7 @@ fn hygiene_rules() {
 }
 
 #[test]
-fn a_silence_needs_a_known_rule_and_a_reason() {
+fn check_silence_needs_a_known_rule_and_a_reason() {
     let ingress = format!("{APPS}/immich/ingress.yaml");
     let copy = copy_repo();
     let root = copy.path();
@@ -1286,6 +1415,13 @@ fn every_rule_is_documented_and_tested() {
             "docs/check.md lacks {}",
             rule.id
         );
+        // Findable by name: `cargo test refs_claim` runs that rule's cases.
+        let snake = rule.id.replace(['/', '-'], "_");
+        assert!(
+            tests.contains(&format!("fn {snake}")),
+            "no test named after {} (fn {snake}…)",
+            rule.id
+        );
         // Asserted by a call, not merely mentioned.
         let call = regex::Regex::new(&format!(
             r#"assert_(finding|only)\(\s*root,\s*(&\[)?"{}""#,
@@ -1324,7 +1460,7 @@ fn assert_only(root: &Path, rules: &[&str]) -> String {
 }
 
 #[test]
-fn review_found_mistakes_are_caught_without_false_findings() {
+fn structure_duplicate_object() {
     // The same Service twice in one build: kustomize refuses, Flux applies nothing.
     let copy = copy_repo();
     let root = copy.path();
@@ -1338,7 +1474,10 @@ fn review_found_mistakes_are_caught_without_false_findings() {
     .expect("write");
     assert_finding(root, "structure/duplicate-object", &file, second);
     assert_only(root, &["structure/duplicate-object"]);
+}
 
+#[test]
+fn review_found_mistakes_are_caught_without_false_findings() {
     // A volume whose claimRef names another claim never binds the claim that names it.
     let copy = copy_repo();
     let root = copy.path();
