@@ -1,12 +1,15 @@
-//! `homelab backup sync` to an S3 server on loopback (rclone) standing in for R2, and
-//! `homelab backup verify` against a damaged repository.
+//! `homelab backup sync` to an S3 server on loopback (rclone serve s3) standing in for R2: the
+//! mirror, wrong buckets and keys, a frozen server, and a damaged mirror healed.
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use common::{HttpStandIn, Lab, S3_KEY_ID, S3_SECRET, S3Server, require, stderr, stdout};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 fn credentials(lab: &Lab, endpoint: &str, bucket: &str) -> PathBuf {
     lab.s3_credentials(endpoint, bucket, S3_KEY_ID, S3_SECRET)
@@ -69,6 +72,47 @@ fn mirror_snapshot_ids(lab: &Lab, s3: &S3Server, bucket: &str) -> Vec<String> {
         .collect();
     ids.sort();
     ids
+}
+
+/// The bytes of a blob in the local repository, as kopia stores them.
+fn local_blob(lab: &Lab, id: &str) -> Vec<u8> {
+    let out = lab.kopia(&["blob", "show", id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    out.stdout
+}
+
+fn status_json(lab: &Lab, config: &Path) -> (Option<i32>, serde_json::Value) {
+    let out = lab.backup(config, &["status", "--json"]);
+    let json = serde_json::from_slice(&out.stdout).expect("status JSON");
+    (out.status.code(), json)
+}
+
+/// Notification texts the webhook stand-in received.
+fn notifications(hook: &HttpStandIn) -> Vec<String> {
+    hook.received().into_iter().map(|r| r.body).collect()
+}
+
+fn notify_table(lab: &Lab, hook: &HttpStandIn) -> String {
+    format!(
+        "[notify]\nwebhook-file = \"{}\"\n\n",
+        hook.url_file(&lab.path("webhook"), "/ntfy/backups")
+            .display()
+    )
+}
+
+/// Waits for `child` at most `within`; kills it and fails the test if it is still running.
+fn wait_bounded(mut child: std::process::Child, within: Duration) -> (Output, Duration) {
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return (child.wait_with_output().expect("output"), started.elapsed());
+        }
+        if started.elapsed() > within {
+            let _ = child.kill();
+            panic!("still running after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -169,73 +213,6 @@ fn sync_mirrors_refuses_wrong_buckets_and_retries_then_fails_when_s3_is_down() {
         metrics.contains("homelab_backup_last_sync_timestamp_seconds "),
         "{metrics}"
     );
-}
-
-#[test]
-fn verify_reports_a_corrupted_blob() {
-    if !require(&["kopia"]) {
-        return;
-    }
-    let lab = Lab::new();
-    let data = lab.source_dir("photos");
-    for i in 0..4 {
-        common::random_file(&data.join(format!("img{i}.jpg")), 2 << 20);
-    }
-    let config = lab.write_config(
-        "backup.toml",
-        &format!(
-            "[[source]]\nname = \"photos\"\npath = \"{}\"\n",
-            data.display()
-        ),
-    );
-    assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
-    let out = lab.backup(&config, &["verify", "--percent", "100"]);
-    assert_eq!(out.status.code(), Some(0), "a healthy repository verifies");
-
-    // Flip bytes in the middle of the largest data pack (blob IDs starting with `p` live in
-    // sharded folders named after their first characters).
-    let mut packs: Vec<(u64, PathBuf)> = Vec::new();
-    let repo = lab.path("repo");
-    let mut stack: Vec<PathBuf> = std::fs::read_dir(&repo)
-        .expect("repo")
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with('p') && e.path().is_dir())
-        .map(|e| e.path())
-        .collect();
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).expect("repo dir").flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                packs.push((entry.metadata().expect("meta").len(), path));
-            }
-        }
-    }
-    packs.sort();
-    let (size, pack) = packs.pop().expect("a data pack");
-    let mut bytes = std::fs::read(&pack).expect("read pack");
-    let middle = (size / 2) as usize;
-    for b in &mut bytes[middle..middle + 64] {
-        *b ^= 0xff;
-    }
-    std::fs::write(&pack, bytes).expect("corrupt pack");
-
-    let out = lab.backup(&config, &["verify", "--percent", "100"]);
-    assert_eq!(out.status.code(), Some(1), "verify must report the damage");
-    assert!(
-        stderr(&out).contains("verification of the local repository failed"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(stdout(&out).is_empty());
-}
-
-/// The bytes of a blob in the local repository, as kopia stores them.
-fn local_blob(lab: &Lab, id: &str) -> Vec<u8> {
-    let out = lab.kopia(&["blob", "show", id]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    out.stdout
 }
 
 #[test]
@@ -400,4 +377,138 @@ fn a_damaged_mirror_is_found_and_repaired_from_the_local_copy() {
     let out = lab.backup(&config, &["sync"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(lab.backup(&config, &["status"]).status.code(), Some(0));
+}
+
+#[test]
+fn a_frozen_s3_server_is_given_up_at_the_sync_time_limit_and_status_keeps_the_last_complete_sync() {
+    if !require(&["kopia", "rclone"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let hook = HttpStandIn::start();
+    let s3 = S3Server::start(lab.path("s3"));
+    std::fs::create_dir_all(s3.root.join("mirror")).expect("bucket");
+    let data = lab.source_dir("data");
+    common::random_file(&data.join("one"), 1 << 20);
+    let credentials = lab.s3_credentials(&s3.endpoint(), "mirror", S3_KEY_ID, S3_SECRET);
+    let sources = format!(
+        "[time-limit]\nsync = \"8s\"\n\n\
+         [offsite]\ncredentials-file = \"{}\"\nattempts = 3\nretry-delay = \"1s\"\n\n{}\
+         [[source]]\nname = \"data\"\npath = \"{}\"\n",
+        credentials.display(),
+        notify_table(&lab, &hook),
+        data.display()
+    );
+    let config = lab.write_config_with_top("backup.toml", "lock-timeout = \"1s\"", &sources);
+    assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
+    assert_eq!(
+        lab.backup(&config, &["sync", "--init"]).status.code(),
+        Some(0)
+    );
+    let (_, before) = status_json(&lab, &config);
+    let complete = before["sync"]["last_complete_time"].clone();
+    assert!(complete.is_string(), "{before}");
+
+    common::random_file(&data.join("two"), 2 << 20);
+    assert_eq!(lab.backup(&config, &["run"]).status.code(), Some(0));
+    let frozen = Pid::from_raw(s3.pid());
+    kill(frozen, Signal::SIGSTOP).expect("freeze the S3 server");
+    let sync = lab
+        .homelab()
+        .args(["backup", "sync", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("homelab starts");
+    let result = std::panic::catch_unwind(|| wait_bounded(sync, Duration::from_secs(90)));
+    kill(frozen, Signal::SIGCONT).expect("thaw the S3 server");
+    let (out, _took) = result.expect("sync ended");
+    common::report("homelab backup sync (frozen S3)", &out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("time limit of 8s was reached"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        notifications(&hook)
+            .iter()
+            .any(|n| n.contains("time limit") && n.contains("the mirror was not completed")),
+        "{:?}",
+        notifications(&hook)
+    );
+    let (code, after) = status_json(&lab, &config);
+    assert_eq!(
+        after["sync"]["last_complete_time"], complete,
+        "status shows the last sync that completed"
+    );
+    assert_eq!(after["sync"]["last_attempt_ok"], false);
+    assert_eq!(
+        code,
+        Some(0),
+        "the last complete sync is still within its RPO"
+    );
+    // The lock is free and the thawed server takes the next sync.
+    assert_eq!(lab.backup(&config, &["sync"]).status.code(), Some(0));
+}
+
+#[test]
+fn wrong_s3_keys_fail_at_once_without_retries_and_name_the_cause() {
+    if !require(&["kopia", "rclone"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let s3 = S3Server::start(lab.path("s3"));
+    std::fs::create_dir_all(s3.root.join("mirror")).expect("bucket");
+    let data = lab.source_dir("data");
+    std::fs::write(data.join("a"), "a").expect("file");
+    let config_with = |name: &str, key: &str, secret: &str| {
+        let credentials = lab.s3_credentials(&s3.endpoint(), "mirror", key, secret);
+        lab.write_config(
+            name,
+            &format!(
+                "[offsite]\ncredentials-file = \"{}\"\nattempts = 5\nretry-delay = \"1m\"\n\n\
+                 [[source]]\nname = \"data\"\npath = \"{}\"\n",
+                credentials.display(),
+                data.display()
+            ),
+        )
+    };
+    let good = config_with("good.toml", S3_KEY_ID, S3_SECRET);
+    assert_eq!(lab.backup(&good, &["run"]).status.code(), Some(0));
+    assert_eq!(
+        lab.backup(&good, &["sync", "--init"]).status.code(),
+        Some(0)
+    );
+
+    for (name, key, secret, cause) in [
+        (
+            "wrong-secret.toml",
+            S3_KEY_ID,
+            "not-the-secret",
+            "rejected the secret key",
+        ),
+        (
+            "wrong-key.toml",
+            "nobody",
+            S3_SECRET,
+            "does not know the access key ID",
+        ),
+    ] {
+        let config = config_with(name, key, secret);
+        // Retried like a network error, five attempts with waits from a minute would take
+        // over fifteen minutes; this bound only guards against a hang.
+        let out = lab.backup(&config, &["sync"]);
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        assert!(stderr(&out).contains(cause), "{name}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("retrying"),
+            "{name}: {}",
+            stderr(&out)
+        );
+        let out = lab.backup(&config, &["verify", "--offsite"]);
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        assert!(stderr(&out).contains(cause), "{name}: {}", stderr(&out));
+    }
 }

@@ -1,9 +1,13 @@
 //! Every configuration fixture, and every example configuration in the repository, through
-//! `homelab backup check-config`. Each invalid fixture names in its first line
+//! `homelab backup check-config`; a missing or unusable configuration is a usage error (exit 2). Each invalid fixture names in its first line
 //! (`# expect: …`) the text its error must contain: file, line, dotted key and what was expected.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::{Lab, stderr, stdout};
 
 fn check_config(file: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_homelab"))
@@ -113,4 +117,24 @@ fn the_example_client_configuration_loads_and_client_errors_say_what_to_do() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("broken.toml:2:"), "the line is named: {err}");
+}
+
+#[test]
+fn unreadable_configuration_is_a_usage_error() {
+    let lab = Lab::new();
+    let out = lab.backup(&lab.path("missing.toml"), &["run"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("missing.toml"), "{}", stderr(&out));
+    let config = lab.write_config(
+        "backup.toml",
+        "[[source]]\nname = \"a\"\npath = \"/srv/a\"\n",
+    );
+    let out = lab.backup(&config, &["run", "--source", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--source nope: no such source"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty());
 }
