@@ -403,22 +403,62 @@ fn refs_namespace() {
         all.contains("namespace libsql is declared by no Namespace"),
         "{all}"
     );
-
-    // The quiesce wait of a backup source must select the Deployment's pods: kubectl's
-    // `wait --for=delete` passes at once when nothing matches.
 }
 
 #[test]
 fn refs_backup_command() {
+    // A written command whose selector matches no pod template.
     let copy = copy_repo();
     let root = copy.path();
     let line = edit(
         root,
         "homelab.toml",
-        "\"--selector=app.kubernetes.io/name=tuwunel\"",
-        "\"--selector=app=tuwunel\"",
+        "[backup.source.restore]\nstop = []\nstart = []",
+        "[backup.source.restore]\nstop = [[\"kubectl\", \"--namespace\", \"libsql\", \"wait\", \"--for=delete\", \"pod\", \"--selector=app=libsql\"]]\nstart = []",
+    ) + 1;
+    let all = assert_finding(root, "refs/backup-command", "homelab.toml", line);
+    assert!(
+        all.contains("matches no pod template in namespace libsql"),
+        "{all}"
     );
-    assert_finding(root, "refs/backup-command", "homelab.toml", line);
+    assert_only(root, &["refs/backup-command"]);
+
+    // An app declared by name that the tree does not have, or whose pods the generated stop
+    // would not find.
+    let copy = copy_repo();
+    let root = copy.path();
+    let line = edit(
+        root,
+        "homelab.toml",
+        "deployment = \"tuwunel\"",
+        "deployment = \"tuwunel-server\"",
+    );
+    let all = assert_finding(root, "refs/backup-command", "homelab.toml", line);
+    assert!(
+        all.contains("no Deployment tuwunel/tuwunel-server"),
+        "{all}"
+    );
+    let copy = copy_repo();
+    let root = copy.path();
+    // Metadata, selector and template alike: only the template is what the wait would see.
+    let deployment = root.join(format!("{APPS}/zeroclaw/deployment.yaml"));
+    let text = std::fs::read_to_string(&deployment).expect("read");
+    let renamed = text.replace(
+        "app.kubernetes.io/name: zeroclaw",
+        "app.kubernetes.io/name: zero",
+    );
+    std::fs::write(&deployment, renamed).expect("write");
+    let facts = std::fs::read_to_string(root.join("homelab.toml")).expect("facts");
+    let line = facts
+        .lines()
+        .position(|l| l.contains("deployment = \"zeroclaw\""))
+        .expect("app")
+        + 1;
+    let all = assert_finding(root, "refs/backup-command", "homelab.toml", line);
+    assert!(
+        all.contains("not labelled app.kubernetes.io/name=zeroclaw"),
+        "{all}"
+    );
 }
 
 #[test]

@@ -98,6 +98,7 @@ fn the_generated_backup_configuration_passes_the_loader() {
         .expect("nix-instantiate runs");
     assert!(out.status.success(), "evaluation failed: {}", stderr(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_app_expansion(&json);
     // What pkgs.formats.toml does on the host, done with the toml crate here.
     let text = toml::to_string(&json).expect("representable as TOML");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -130,6 +131,57 @@ fn the_generated_backup_configuration_passes_the_loader() {
         summary.contains("repository /srv/kopia/repository"),
         "{summary}"
     );
+}
+
+/// `app = { namespace, deployment, stop }` becomes the commands an operator would type, in the
+/// table its `stop` names, next to the time limits written beside it.
+fn assert_app_expansion(config: &serde_json::Value) {
+    let source = |name: &str| {
+        config["source"]
+            .as_array()
+            .expect("source list")
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("source {name}"))
+            .clone()
+    };
+    let kubectl = |namespace: &str, args: &[&str]| {
+        let mut argv = vec![
+            "kubectl",
+            "--kubeconfig",
+            "/etc/rancher/k3s/k3s.yaml",
+            "--namespace",
+            namespace,
+        ];
+        argv.extend_from_slice(args);
+        serde_json::json!(argv)
+    };
+    let steps = |app: &str| {
+        serde_json::json!({
+            "stop": [
+                kubectl(app, &["scale", &format!("deployment/{app}"), "--replicas=0"]),
+                kubectl(app, &["wait", "--for=delete", "pod",
+                    &format!("--selector=app.kubernetes.io/name={app}"), "--timeout=5m"]),
+            ],
+            "start": [
+                kubectl(app, &["scale", &format!("deployment/{app}"), "--replicas=1"]),
+                kubectl(app, &["rollout", "status", &format!("deployment/{app}"), "--timeout=5m"]),
+            ],
+        })
+    };
+    let vaultwarden = source("vaultwarden");
+    assert_eq!(
+        vaultwarden["restore"],
+        steps("vaultwarden"),
+        "{vaultwarden}"
+    );
+    assert!(vaultwarden.get("quiesce").is_none() && vaultwarden.get("app").is_none());
+    let tuwunel = source("tuwunel");
+    let quiesce = &tuwunel["quiesce"];
+    assert_eq!(quiesce["stop"], steps("tuwunel")["stop"], "{tuwunel}");
+    assert_eq!(quiesce["start"], steps("tuwunel")["start"], "{tuwunel}");
+    assert_eq!(quiesce["timeout"], "6m", "{tuwunel}");
+    assert_eq!(quiesce["snapshot-timeout"], "1h", "{tuwunel}");
 }
 
 /// The calendar of `homelab status --notify`, as nixos/modules/status.nix writes it.

@@ -119,7 +119,7 @@ rules! {
         "an object lives in a namespace nothing declares"
         "add the Namespace to manifests/cluster/namespaces.yaml";
     BACKUP_COMMAND "refs/backup-command" Error
-        "a backup or restore command in homelab.toml names a workload or pod selector the tree does not have"
+        "a backup app or command in homelab.toml names a workload or pod selector the tree does not have"
         "use the Deployment/StatefulSet name and its pod labels (kubectl wait --for=delete passes when nothing matches)";
     HOST_PATH "storage/host-path" Error
         "a hostPath volume is outside /srv, where the host keeps (and backs up) app state"

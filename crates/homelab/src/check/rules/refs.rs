@@ -171,6 +171,49 @@ impl Checker<'_> {
     /// the chart makes, which the check cannot see: names it does not find there pass.
     pub(super) fn backup_commands(&mut self) {
         let tree = self.tree;
+        // Apps declared by name: the generator's commands scale deployment/<deployment> in
+        // <namespace> and wait for pods labelled app.kubernetes.io/name=<deployment>.
+        for source in &tree.facts.backup.source {
+            let Some(app) = &source.app else { continue };
+            let offset = app.span().start;
+            let app = app.get_ref();
+            if app.stop != "restore" && app.stop != "snapshot" {
+                self.emit(
+                    &rules::BACKUP_COMMAND,
+                    Place::Facts(offset),
+                    format!(
+                        "app.stop {:?}: expected \"restore\" or \"snapshot\"",
+                        app.stop
+                    ),
+                );
+            }
+            match self.find("Deployment", &app.namespace, &app.deployment) {
+                None => self.emit(
+                    &rules::BACKUP_COMMAND,
+                    Place::Facts(offset),
+                    format!(
+                        "app: no Deployment {}/{} in the tree",
+                        app.namespace, app.deployment
+                    ),
+                ),
+                Some(deployment) => {
+                    let labelled = pod_labels(&deployment.node)
+                        .and_then(|labels| labels.get("app.kubernetes.io/name"))
+                        .map(Node::scalar_text);
+                    if labelled.as_deref() != Some(app.deployment.as_str()) {
+                        self.emit(
+                            &rules::BACKUP_COMMAND,
+                            Place::Facts(offset),
+                            format!(
+                                "app: the pods of Deployment {}/{} are not labelled \
+                                 app.kubernetes.io/name={} (the stop would wait for nothing)",
+                                app.namespace, app.deployment, app.deployment
+                            ),
+                        );
+                    }
+                }
+            }
+        }
         for source in &tree.facts.backup.source {
             for argv in source.commands() {
                 let args = argv.get_ref();

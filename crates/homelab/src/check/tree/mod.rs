@@ -144,12 +144,24 @@ pub struct Backup {
 #[derive(Debug, Deserialize)]
 pub struct BackupSource {
     pub path: toml::Spanned<String>,
+    /// An app declared by name; nixos/lib/backup-config.nix expands it into kubectl commands.
+    #[serde(default)]
+    pub app: Option<toml::Spanned<App>>,
     #[serde(default)]
     pub quiesce: Option<Commands>,
     #[serde(default)]
     pub restore: Option<Commands>,
     #[serde(default)]
     pub dump: Option<Dump>,
+}
+
+/// `app = { namespace, deployment, stop }` of a backup source: a one-replica Deployment whose
+/// pods carry app.kubernetes.io/name=<deployment>.
+#[derive(Debug, Deserialize)]
+pub struct App {
+    pub namespace: String,
+    pub deployment: String,
+    pub stop: String,
 }
 
 pub type Argv = toml::Spanned<Vec<String>>;
