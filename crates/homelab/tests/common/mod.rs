@@ -14,8 +14,6 @@ use tempfile::TempDir;
 
 pub mod kube;
 
-/// True when every tool is on PATH. Under CI a missing tool fails the test; elsewhere the test
-/// is skipped with a loud message.
 /// The repository these tests belong to.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -48,6 +46,8 @@ pub fn copy_repo() -> TempDir {
     dir
 }
 
+/// True when every tool is on PATH. Under CI a missing tool fails the test; elsewhere the test
+/// is skipped with a loud message.
 pub fn require(tools: &[&str]) -> bool {
     let missing: Vec<&str> = tools
         .iter()
