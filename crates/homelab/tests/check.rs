@@ -1322,7 +1322,7 @@ fn every_flux_path_renders_exactly_as_kubectl_kustomize() {
 }
 
 /// The table in docs/check.md, row by row, is the registry (check/findings.rs): same ids, in
-/// the same order, with the same severity, summary and fix. Nothing drifts.
+/// the same order, with the same severity, summary, why and fix. Nothing drifts.
 #[test]
 fn docs_table_is_the_registry_row_by_row() {
     let docs = std::fs::read_to_string(repo().join("docs/check.md")).expect("docs/check.md");
@@ -1337,13 +1337,14 @@ fn docs_table_is_the_registry_row_by_row() {
         .iter()
         .map(|rule| {
             format!(
-                "| `{}` | {} | {} | {} |",
+                "| `{}` | {} | {} | {} | {} |",
                 rule.id,
                 match rule.severity {
                     homelab::check::Severity::Error => "error",
                     homelab::check::Severity::Warning => "warning",
                 },
                 rule.summary,
+                rule.why,
                 rule.hint
             )
         })

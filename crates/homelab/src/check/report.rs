@@ -55,9 +55,10 @@ impl Diagnostic for Shown<'_> {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        let rule = self.finding.rule;
         Some(Box::new(format!(
-            "{}\nfix: {}",
-            self.finding.rule.summary, self.finding.rule.hint
+            "{}\nwhy: {}\nfix: {}",
+            rule.summary, rule.why, rule.hint
         )))
     }
 
@@ -176,6 +177,7 @@ struct JsonFinding<'a> {
     column: usize,
     message: &'a str,
     summary: &'a str,
+    why: &'a str,
     hint: &'a str,
 }
 
@@ -201,6 +203,7 @@ pub fn json(checked: &Checked) -> std::io::Result<()> {
                 column: f.at.col + 1,
                 message: &f.message,
                 summary: f.rule.summary,
+                why: f.rule.why,
                 hint: f.rule.hint,
             })
             .collect(),
