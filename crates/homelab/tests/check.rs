@@ -1473,6 +1473,59 @@ fn every_rule_is_documented_and_tested() {
     }
 }
 
+/// A rule's code is found by its id: `refs/claim` is `fn refs_claim` in check/rules/, and the
+/// table in check/rules/mod.rs runs that function for that rule; a rule the loader finds is
+/// registered there as such and reported from check/tree/.
+#[test]
+fn every_rule_has_its_function_or_is_the_loaders() {
+    let src = repo().join("crates/homelab/src/check");
+    let read_dir = |dir: &str| -> String {
+        let mut all = String::new();
+        for entry in std::fs::read_dir(src.join(dir))
+            .expect("source dir")
+            .flatten()
+        {
+            all.push_str(&std::fs::read_to_string(entry.path()).expect("source"));
+        }
+        all
+    };
+    let registry = std::fs::read_to_string(src.join("findings.rs")).expect("findings.rs");
+    let rule_code = read_dir("rules");
+    let loader_code = read_dir("tree");
+    let registered: String = rule_code.split_whitespace().collect();
+    for rule in homelab::check::RULES {
+        let constant = regex::Regex::new(&format!(r#"(\w+) "{}""#, regex::escape(rule.id)))
+            .expect("pattern")
+            .captures(&registry)
+            .map(|c| c[1].to_owned())
+            .unwrap_or_else(|| panic!("{} is not in findings.rs", rule.id));
+        let snake = rule.id.replace(['/', '-'], "_");
+        // As written, whatever rustfmt made of the line breaks.
+        let by_loader = registered.contains(&format!("(&rules::{constant},Check::Loader)"));
+        let by_function =
+            registered.contains(&format!("(&rules::{constant},Check::Rule(|c|c.{snake}())"));
+        assert!(
+            by_loader != by_function,
+            "{}: register it once in check/rules/mod.rs CHECKS, as Check::Loader or as \
+             Check::Rule(|c| c.{snake}())",
+            rule.id
+        );
+        if by_loader {
+            assert!(
+                loader_code.contains(&format!("rules::{constant}")),
+                "{} is registered as the loader's, but check/tree/ never reports it",
+                rule.id
+            );
+        } else {
+            assert!(
+                rule_code.contains(&format!("fn {snake}(&mut self)")),
+                "{}: no `fn {snake}(&mut self)` in check/rules/",
+                rule.id
+            );
+        }
+    }
+}
+
 /// Fails unless the check reports exactly these rules (each at least once) and nothing else:
 /// a break must not drag false findings along.
 #[track_caller]

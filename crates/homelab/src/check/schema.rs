@@ -57,6 +57,15 @@ impl Schemas {
         })
     }
 
+    /// Whether a schema for this apiVersion and kind ships with the check.
+    pub fn knows(&self, api_version: &str, kind: &str) -> bool {
+        let core = format!("kind.{}.{kind}", api_version.replace('/', "."));
+        self.kubernetes_defs.contains_key(&core)
+            || self
+                .crd_sources
+                .contains_key(&format!("{api_version} {kind}"))
+    }
+
     pub fn validate(&mut self, api_version: &str, kind: &str, object: &Value) -> Outcome {
         let core = format!("kind.{}.{kind}", api_version.replace('/', "."));
         let crd = format!("{api_version} {kind}");

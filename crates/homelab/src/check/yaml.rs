@@ -371,6 +371,7 @@ impl Node {
         }
     }
 
+    /// The node as a JSON value (a key written twice keeps its last value, as JSON parsers do).
     pub fn to_json(&self) -> serde_json::Value {
         match &self.value {
             Value::Null => serde_json::Value::Null,
@@ -424,9 +425,46 @@ impl Node {
     }
 }
 
+/// The node written as JSON straight from the tree, without building a `serde_json::Value`
+/// first (for measuring an object's size as the API server receives it).
+impl serde::Serialize for Node {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match &self.value {
+            Value::Null => serializer.serialize_unit(),
+            Value::Bool(b) => serializer.serialize_bool(*b),
+            Value::Int(n) => serializer.serialize_i64(*n),
+            Value::Float(f) => serializer.serialize_f64(*f),
+            Value::Str(s) => serializer.serialize_str(s),
+            Value::Seq(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            Value::Map(entries) => {
+                let mut map = serializer.serialize_map(Some(entries.len()))?;
+                for (key, value) in entries {
+                    map.serialize_entry(&key.scalar_text(), value)?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_as_json_it_is_its_json_value() {
+        let text = "a: 1\nb: [\"x\\n\\u0001\", 2.5, true, ~]\nc: {d: -3, 'e f': 1e300}\n";
+        let node = &parse(text).unwrap().documents[0];
+        let direct = serde_json::to_string(node).unwrap();
+        assert_eq!(direct, serde_json::to_string(&node.to_json()).unwrap());
+    }
 
     #[test]
     fn positions_types_and_duplicates() {

@@ -9,16 +9,14 @@ use crate::check::tree::Object;
 use crate::check::yaml::Node;
 
 impl Checker<'_> {
-    pub(super) fn claims(&mut self) {
-        let tree = self.tree;
+    pub(super) fn refs_claim(&mut self) {
         let mut bound: BTreeMap<String, String> = BTreeMap::new();
         let volumes: Vec<&Object> = self
             .objects()
             .filter(|o| kind(&o.node) == "PersistentVolume")
             .collect();
-        for claim in tree
-            .objects
-            .iter()
+        for claim in self
+            .objects()
             .filter(|o| kind(&o.node) == "PersistentVolumeClaim")
         {
             let ns = namespace(&claim.node);

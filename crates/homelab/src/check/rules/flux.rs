@@ -5,19 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::*;
 use crate::check::findings::{self as rules};
 use crate::check::object::*;
-use crate::check::tree::{self, Object};
+use crate::check::tree::{self, Object, Tree};
 use crate::check::yaml::Node;
 
 impl Checker<'_> {
-    pub(super) fn flux(&mut self) {
+    pub(super) fn flux_depends_on(&mut self) {
         let tree = self.tree;
-        let names: BTreeMap<String, &Object> = tree
-            .flux
-            .iter()
-            .map(|f| &tree.objects[f.object])
-            .map(|o| (name(&o.node), o))
-            .collect();
-        for (index, flux) in tree.flux.iter().enumerate() {
+        let names = self.flux_kustomizations();
+        for flux in &tree.flux {
             let object = &tree.objects[flux.object];
             let this = name(&object.node);
             let is_root = tree::normalize(&flux.path).as_deref() == Some(tree.cluster.as_str());
@@ -32,7 +27,10 @@ impl Checker<'_> {
                         &rules::DEPENDS_ON,
                         object,
                         dependency,
-                        format!("Kustomization {this} depends on {target}, which no Flux Kustomization is"),
+                        format!(
+                            "Kustomization {this} depends on {target}, which no Flux \
+                             Kustomization is"
+                        ),
                     );
                 }
             }
@@ -41,11 +39,14 @@ impl Checker<'_> {
                     &rules::DEPENDS_ON,
                     object,
                     spec.key_node("dependsOn").unwrap_or(spec),
-                    format!("Kustomization {this} depends on itself through dependsOn; Flux waits forever"),
+                    format!(
+                        "Kustomization {this} depends on itself through dependsOn; Flux waits \
+                         forever"
+                    ),
                 );
             } else if !is_root
                 && this != INFRASTRUCTURE
-                && !self.reaches_infrastructure(&names, &this, &mut BTreeSet::new())
+                && !reaches_infrastructure(&names, &this, &mut BTreeSet::new())
             {
                 self.at(
                     &rules::DEPENDS_ON,
@@ -54,7 +55,18 @@ impl Checker<'_> {
                     format!("Kustomization {this} does not wait for {INFRASTRUCTURE}"),
                 );
             }
-            // The root folder's objects were rendered before any Flux path was followed.
+        }
+    }
+
+    pub(super) fn flux_decryption(&mut self) {
+        let tree = self.tree;
+        for (index, flux) in tree.flux.iter().enumerate() {
+            let object = &tree.objects[flux.object];
+            let is_root = tree::normalize(&flux.path).as_deref() == Some(tree.cluster.as_str());
+            let spec = object.node.get("spec").unwrap_or(&object.node);
+            // The root folder's objects were rendered before any Flux path was followed. A
+            // document encrypted whole is no object the rules see, but Flux must decrypt it all
+            // the same: this asks about files, so every rendered object counts.
             let rendered_here = |o: &Object| {
                 if is_root {
                     o.flux.is_none()
@@ -77,13 +89,19 @@ impl Checker<'_> {
                     &rules::DECRYPTION,
                     object,
                     spec.key_node("decryption").unwrap_or(spec),
-                    format!("Kustomization {this} applies SOPS files but does not decrypt them"),
+                    format!(
+                        "Kustomization {} applies SOPS files but does not decrypt them",
+                        name(&object.node)
+                    ),
                 );
             }
         }
-        for object in tree
-            .objects
-            .iter()
+    }
+
+    pub(super) fn flux_interval(&mut self) {
+        let tree = self.tree;
+        for object in self
+            .objects()
             .filter(|o| kind(&o.node) == "GitRepository" && tree.is_this_repository(&o.node))
         {
             let interval = object.node.path(&["spec", "interval"]);
@@ -106,28 +124,18 @@ impl Checker<'_> {
 
     /// Flux's errors must reach the owner: every Kustomization and HelmRelease is covered by an
     /// Alert on errors whose Provider exists, and a Matrix Provider posts to homelab.toml's room.
-    pub(super) fn alerts(&mut self) {
-        let tree = self.tree;
-        let facts = &tree.facts.backup;
+    pub(super) fn flux_alerts(&mut self) {
+        let facts = &self.tree.facts.backup;
         // Per delivering Alert: its event sources as (kind, namespace, name).
         let mut routes: Vec<Vec<(String, String, String)>> = Vec::new();
         for alert in self.objects().filter(|o| kind(&o.node) == "Alert") {
             let ns = namespace(&alert.node);
             let spec = alert.node.get("spec").unwrap_or(&alert.node);
-            let provider_ref = spec.path(&["providerRef", "name"]);
-            let provider_name = provider_ref.map(Node::scalar_text).unwrap_or_default();
+            let provider_name = spec
+                .path(&["providerRef", "name"])
+                .map(Node::scalar_text)
+                .unwrap_or_default();
             let provider = self.find("Provider", &ns, &provider_name);
-            if provider.is_none() {
-                self.at(
-                    &rules::ALERT_PROVIDER,
-                    alert,
-                    provider_ref.unwrap_or(spec),
-                    format!(
-                        "{}: Provider {ns}/{provider_name} is not defined",
-                        label(&alert.node)
-                    ),
-                );
-            }
             let severity = spec
                 .get("eventSeverity")
                 .map(Node::scalar_text)
@@ -183,17 +191,7 @@ impl Checker<'_> {
                 );
             }
         }
-        for provider in self
-            .objects()
-            .filter(|o| kind(&o.node) == "Provider")
-            .filter(|o| {
-                o.node
-                    .path(&["spec", "type"])
-                    .map(Node::scalar_text)
-                    .as_deref()
-                    == Some("matrix")
-            })
-        {
+        for provider in self.matrix_providers() {
             let spec = provider.node.get("spec").unwrap_or(&provider.node);
             for (field, fact, key) in [
                 ("address", &facts.matrix_homeserver, "matrix-homeserver"),
@@ -215,44 +213,52 @@ impl Checker<'_> {
                     );
                 }
             }
-            if let Some(secret) = spec.get("secretRef") {
-                let secret_name = secret
-                    .get("name")
-                    .map(Node::scalar_text)
-                    .unwrap_or_default();
-                self.reference(
-                    provider,
-                    secret,
-                    "Secret",
-                    &secret_name,
-                    Some("token"),
-                    false,
-                );
-            }
         }
+    }
+}
+
+impl<'a> Checker<'a> {
+    /// The Flux Kustomizations by name.
+    fn flux_kustomizations(&self) -> BTreeMap<String, &'a Object> {
+        let tree: &'a Tree = self.tree;
+        tree.flux
+            .iter()
+            .map(|f| &tree.objects[f.object])
+            .map(|o| (name(&o.node), o))
+            .collect()
     }
 
-    pub(super) fn reaches_infrastructure(
-        &self,
-        names: &BTreeMap<String, &Object>,
-        from: &str,
-        seen: &mut BTreeSet<String>,
-    ) -> bool {
-        if !seen.insert(from.to_owned()) {
-            return false;
-        }
-        let Some(object) = names.get(from) else {
-            return false;
-        };
-        object
-            .node
-            .path(&["spec", "dependsOn"])
-            .map(Node::items)
-            .unwrap_or_default()
-            .iter()
-            .map(|d| d.get("name").map(Node::scalar_text).unwrap_or_default())
-            .any(|d| d == INFRASTRUCTURE || self.reaches_infrastructure(names, &d, seen))
+    pub(super) fn matrix_providers(&self) -> impl Iterator<Item = &'a Object> + use<'a> {
+        self.objects().filter(|o| {
+            kind(&o.node) == "Provider"
+                && o.node
+                    .path(&["spec", "type"])
+                    .map(Node::scalar_text)
+                    .as_deref()
+                    == Some("matrix")
+        })
     }
+}
+
+fn reaches_infrastructure(
+    names: &BTreeMap<String, &Object>,
+    from: &str,
+    seen: &mut BTreeSet<String>,
+) -> bool {
+    if !seen.insert(from.to_owned()) {
+        return false;
+    }
+    let Some(object) = names.get(from) else {
+        return false;
+    };
+    object
+        .node
+        .path(&["spec", "dependsOn"])
+        .map(Node::items)
+        .unwrap_or_default()
+        .iter()
+        .map(|d| d.get("name").map(Node::scalar_text).unwrap_or_default())
+        .any(|d| d == INFRASTRUCTURE || reaches_infrastructure(names, &d, seen))
 }
 
 /// Whether following `dependsOn` from `from` comes back to it.

@@ -3,13 +3,13 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::check::findings::{self as rules};
+use crate::check::findings::{self as rules, Rule};
 use crate::check::object::*;
 use crate::check::tree::Object;
 use crate::check::yaml::{Node, Value};
 
 impl Checker<'_> {
-    pub(super) fn keys_of(&self, kind_: &str, ns: &str, name_: &str) -> Option<BTreeSet<String>> {
+    fn keys_of(&self, kind_: &str, ns: &str, name_: &str) -> Option<BTreeSet<String>> {
         let object = self.find(kind_, ns, name_)?;
         let mut keys = BTreeSet::new();
         for field in ["data", "stringData", "binaryData"] {
@@ -25,30 +25,25 @@ impl Checker<'_> {
         Some(keys)
     }
 
-    pub(super) fn reference(
-        &mut self,
-        object: &Object,
-        at: &Node,
-        kind_: &str,
-        name_: &str,
-        key: Option<&str>,
-        optional: bool,
-    ) {
+    fn reference(&mut self, rule: &'static Rule, reference: Reference<'_>) {
+        let Reference {
+            object,
+            at,
+            kind: kind_,
+            name: name_,
+            key,
+            optional,
+        } = reference;
         if optional {
             return;
         }
-        let rule = if kind_ == "Secret" {
-            &rules::SECRET_REF
-        } else {
-            &rules::CONFIG_MAP_REF
-        };
         let ns = namespace(&object.node);
         let name_node = at
             .get("name")
             .or_else(|| at.get("secretName"))
             .unwrap_or(at);
         let key_node = at.get("key").unwrap_or(at);
-        match self.keys_of(kind_, &ns, name_) {
+        match self.keys_of(kind_, &ns, &name_) {
             None => self.at(
                 rule,
                 object,
@@ -60,7 +55,7 @@ impl Checker<'_> {
             ),
             Some(keys) => {
                 if let Some(key) = key
-                    && !keys.contains(key)
+                    && !keys.contains(&key)
                 {
                     let known: Vec<&str> = keys.iter().map(String::as_str).collect();
                     self.at(
@@ -78,98 +73,46 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn references(&mut self) {
-        for object in self.objects() {
-            let Some(spec) = pod_spec(&object.node) else {
-                continue;
-            };
-            for (container, _) in containers(spec) {
-                for env in container.get("env").map(Node::items).unwrap_or_default() {
-                    for (field, kind_) in
-                        [("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")]
-                    {
-                        if let Some(reference) = env.path(&["valueFrom", field]) {
-                            let key = reference.get("key").map(Node::scalar_text);
-                            self.reference(
-                                object,
-                                reference,
-                                kind_,
-                                &reference
-                                    .get("name")
-                                    .map(Node::scalar_text)
-                                    .unwrap_or_default(),
-                                key.as_deref(),
-                                is_true(reference.get("optional")),
-                            );
-                        }
-                    }
-                }
-                for source in container
-                    .get("envFrom")
-                    .map(Node::items)
-                    .unwrap_or_default()
-                {
-                    for (field, kind_) in [("secretRef", "Secret"), ("configMapRef", "ConfigMap")] {
-                        if let Some(reference) = source.get(field) {
-                            self.reference(
-                                object,
-                                reference,
-                                kind_,
-                                &reference
-                                    .get("name")
-                                    .map(Node::scalar_text)
-                                    .unwrap_or_default(),
-                                None,
-                                is_true(reference.get("optional")),
-                            );
-                        }
-                    }
-                }
-            }
-            for volume in spec.get("volumes").map(Node::items).unwrap_or_default() {
-                let mut sources: Vec<(&Node, &str, String)> = Vec::new();
-                if let Some(secret) = volume.get("secret") {
-                    let name_ = secret.get("secretName").map(Node::scalar_text);
-                    sources.push((secret, "Secret", name_.unwrap_or_default()));
-                }
-                if let Some(config) = volume.get("configMap") {
-                    let name_ = config.get("name").map(Node::scalar_text);
-                    sources.push((config, "ConfigMap", name_.unwrap_or_default()));
-                }
-                for projected in volume
-                    .path(&["projected", "sources"])
-                    .map(Node::items)
-                    .unwrap_or_default()
-                {
-                    for (field, kind_) in [("secret", "Secret"), ("configMap", "ConfigMap")] {
-                        if let Some(source) = projected.get(field) {
-                            let name_ = source.get("name").map(Node::scalar_text);
-                            sources.push((source, kind_, name_.unwrap_or_default()));
-                        }
-                    }
-                }
-                for (source, kind_, name_) in sources {
-                    let optional = is_true(source.get("optional"));
-                    let items = source.get("items").map(Node::items).unwrap_or_default();
-                    if items.is_empty() {
-                        self.reference(object, source, kind_, &name_, None, optional);
-                    }
-                    for item in items {
-                        let key = item.get("key").map(Node::scalar_text);
-                        self.reference(object, item, kind_, &name_, key.as_deref(), optional);
-                    }
-                }
+    pub(super) fn refs_secret(&mut self) {
+        for reference in self.config_references() {
+            if reference.kind == "Secret" {
+                self.reference(&rules::SECRET_REF, reference);
             }
         }
-        self.services();
-        self.ingresses();
-        self.backup_commands();
+    }
+
+    pub(super) fn refs_config_map(&mut self) {
+        for reference in self.config_references() {
+            if reference.kind == "ConfigMap" {
+                self.reference(&rules::CONFIG_MAP_REF, reference);
+            }
+        }
+    }
+
+    pub(super) fn refs_alert_provider(&mut self) {
+        for alert in self.objects().filter(|o| kind(&o.node) == "Alert") {
+            let ns = namespace(&alert.node);
+            let spec = alert.node.get("spec").unwrap_or(&alert.node);
+            let provider_ref = spec.path(&["providerRef", "name"]);
+            let provider_name = provider_ref.map(Node::scalar_text).unwrap_or_default();
+            if self.find("Provider", &ns, &provider_name).is_none() {
+                self.at(
+                    &rules::ALERT_PROVIDER,
+                    alert,
+                    provider_ref.unwrap_or(spec),
+                    format!(
+                        "{}: Provider {ns}/{provider_name} is not defined",
+                        label(&alert.node)
+                    ),
+                );
+            }
+        }
     }
 
     /// kubectl commands in homelab.toml's backup sources: the workloads they scale or exec into
     /// and the pods they wait for must be the tree's. A namespace with a HelmRelease has objects
     /// the chart makes, which the check cannot see: names it does not find there pass.
-    pub(super) fn backup_commands(&mut self) {
+    pub(super) fn refs_backup_command(&mut self) {
         let tree = self.tree;
         // Apps declared by name: the generator's commands scale deployment/<deployment> in
         // <namespace> and wait for pods labelled app.kubernetes.io/name=<deployment>.
@@ -280,32 +223,10 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn services(&mut self) {
-        for service in self.objects().filter(|o| kind(&o.node) == "Service") {
-            let ns = namespace(&service.node);
-            let Some(selector) = service.node.path(&["spec", "selector"]) else {
-                continue;
-            };
-            if selector.entries().is_empty() {
-                continue;
-            }
-            let wanted: Vec<(String, String)> = selector
-                .entries()
-                .iter()
-                .map(|(k, v)| (k.scalar_text(), v.scalar_text()))
-                .collect();
-            let matching: Vec<&Object> = self
-                .objects()
-                .filter(|o| namespace(&o.node) == ns)
-                .filter(|o| {
-                    pod_labels(&o.node).is_some_and(|labels| {
-                        wanted
-                            .iter()
-                            .all(|(k, v)| labels.get(k).is_some_and(|l| &l.scalar_text() == v))
-                    })
-                })
-                .collect();
-            if matching.is_empty() {
+    pub(super) fn refs_service_selector(&mut self) {
+        for (service, selector, pods) in self.service_pods() {
+            if pods.is_empty() {
+                let ns = namespace(&service.node);
                 self.at(
                     &rules::SERVICE_SELECTOR,
                     service,
@@ -315,9 +236,15 @@ impl Checker<'_> {
                         name(&service.node)
                     ),
                 );
-                continue;
             }
-            let port_names: BTreeSet<String> = matching
+        }
+    }
+
+    /// A named targetPort must be a container port name of the pods the Service selects (a
+    /// Service that selects none is refs/service-selector).
+    pub(super) fn refs_target_port(&mut self) {
+        for (service, _, pods) in self.service_pods() {
+            let port_names: BTreeSet<String> = pods
                 .iter()
                 .filter_map(|o| pod_spec(&o.node))
                 .flat_map(|spec| containers(spec).map(|(c, _)| c).collect::<Vec<_>>())
@@ -330,7 +257,8 @@ impl Checker<'_> {
                 .map(Node::items)
                 .unwrap_or_default()
             {
-                if let Some(target) = port.get("targetPort")
+                if !pods.is_empty()
+                    && let Some(target) = port.get("targetPort")
                     && let Value::Str(target_name) = &target.value
                     && !port_names.contains(target_name)
                 {
@@ -339,7 +267,9 @@ impl Checker<'_> {
                         service,
                         target,
                         format!(
-                            "Service {ns}/{}: targetPort {target_name:?} is not a container port name of the pods it selects",
+                            "Service {}/{}: targetPort {target_name:?} is not a container port \
+                             name of the pods it selects",
+                            namespace(&service.node),
                             name(&service.node)
                         ),
                     );
@@ -348,7 +278,7 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn ingresses(&mut self) {
+    pub(super) fn refs_ingress_backend(&mut self) {
         for ingress in self.objects().filter(|o| kind(&o.node) == "Ingress") {
             let ns = namespace(&ingress.node);
             let mut backends: Vec<&Node> = Vec::new();
@@ -422,7 +352,7 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn namespaces(&mut self) {
+    pub(super) fn refs_namespace(&mut self) {
         let declared: BTreeSet<String> = self
             .objects()
             .filter(|o| kind(&o.node) == "Namespace")
@@ -454,6 +384,157 @@ impl Checker<'_> {
                 ),
             }
         }
+    }
+}
+
+/// A workload's (or a Provider's) use of a Secret or ConfigMap, and of one of its keys.
+struct Reference<'a> {
+    object: &'a Object,
+    /// The node that names it: the name's or key's node is found under it.
+    at: &'a Node,
+    kind: &'static str,
+    name: String,
+    key: Option<String>,
+    optional: bool,
+}
+
+impl<'a> Checker<'a> {
+    /// Every Secret and ConfigMap a pod template reads (env, envFrom, volumes, projected
+    /// volumes), and the Secret of each Matrix Provider.
+    fn config_references(&self) -> Vec<Reference<'a>> {
+        let mut found = Vec::new();
+        let name_of =
+            |node: &Node, field: &str| node.get(field).map(Node::scalar_text).unwrap_or_default();
+        for object in self.objects() {
+            let Some(spec) = pod_spec(&object.node) else {
+                continue;
+            };
+            for (container, _) in containers(spec) {
+                for env in container.get("env").map(Node::items).unwrap_or_default() {
+                    for (field, kind_) in
+                        [("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")]
+                    {
+                        if let Some(at) = env.path(&["valueFrom", field]) {
+                            found.push(Reference {
+                                object,
+                                at,
+                                kind: kind_,
+                                name: name_of(at, "name"),
+                                key: at.get("key").map(Node::scalar_text),
+                                optional: is_true(at.get("optional")),
+                            });
+                        }
+                    }
+                }
+                for source in container
+                    .get("envFrom")
+                    .map(Node::items)
+                    .unwrap_or_default()
+                {
+                    for (field, kind_) in [("secretRef", "Secret"), ("configMapRef", "ConfigMap")] {
+                        if let Some(at) = source.get(field) {
+                            found.push(Reference {
+                                object,
+                                at,
+                                kind: kind_,
+                                name: name_of(at, "name"),
+                                key: None,
+                                optional: is_true(at.get("optional")),
+                            });
+                        }
+                    }
+                }
+            }
+            for volume in spec.get("volumes").map(Node::items).unwrap_or_default() {
+                let mut sources: Vec<(&Node, &'static str, String)> = Vec::new();
+                if let Some(secret) = volume.get("secret") {
+                    sources.push((secret, "Secret", name_of(secret, "secretName")));
+                }
+                if let Some(config) = volume.get("configMap") {
+                    sources.push((config, "ConfigMap", name_of(config, "name")));
+                }
+                for projected in volume
+                    .path(&["projected", "sources"])
+                    .map(Node::items)
+                    .unwrap_or_default()
+                {
+                    for (field, kind_) in [("secret", "Secret"), ("configMap", "ConfigMap")] {
+                        if let Some(source) = projected.get(field) {
+                            sources.push((source, kind_, name_of(source, "name")));
+                        }
+                    }
+                }
+                for (source, kind_, name_) in sources {
+                    let optional = is_true(source.get("optional"));
+                    let items = source.get("items").map(Node::items).unwrap_or_default();
+                    if items.is_empty() {
+                        found.push(Reference {
+                            object,
+                            at: source,
+                            kind: kind_,
+                            name: name_.clone(),
+                            key: None,
+                            optional,
+                        });
+                    }
+                    for item in items {
+                        found.push(Reference {
+                            object,
+                            at: item,
+                            kind: kind_,
+                            name: name_.clone(),
+                            key: item.get("key").map(Node::scalar_text),
+                            optional,
+                        });
+                    }
+                }
+            }
+        }
+        for provider in self.matrix_providers() {
+            if let Some(at) = provider.node.path(&["spec", "secretRef"]) {
+                found.push(Reference {
+                    object: provider,
+                    at,
+                    kind: "Secret",
+                    name: name_of(at, "name"),
+                    key: Some("token".to_owned()),
+                    optional: false,
+                });
+            }
+        }
+        found
+    }
+
+    /// Each Service with a selector, and the pod templates in its namespace it selects.
+    fn service_pods(&self) -> Vec<(&'a Object, &'a Node, Vec<&'a Object>)> {
+        let mut found = Vec::new();
+        for service in self.objects().filter(|o| kind(&o.node) == "Service") {
+            let ns = namespace(&service.node);
+            let Some(selector) = service.node.path(&["spec", "selector"]) else {
+                continue;
+            };
+            if selector.entries().is_empty() {
+                continue;
+            }
+            let wanted: Vec<(String, String)> = selector
+                .entries()
+                .iter()
+                .map(|(k, v)| (k.scalar_text(), v.scalar_text()))
+                .collect();
+            let pods = self
+                .objects()
+                .filter(|o| namespace(&o.node) == ns)
+                .filter(|o| {
+                    pod_labels(&o.node).is_some_and(|labels| {
+                        wanted
+                            .iter()
+                            .all(|(k, v)| labels.get(k).is_some_and(|l| &l.scalar_text() == v))
+                    })
+                })
+                .collect();
+            found.push((service, selector, pods));
+        }
+        found
     }
 }
 

@@ -5,12 +5,13 @@ use std::collections::BTreeSet;
 use super::*;
 use crate::check::findings::{self as rules, Location};
 use crate::check::object::*;
-use crate::check::tree::{self};
+use crate::check::tree::{self, Tree};
 use crate::check::yaml::{Node, Value};
 
 impl Checker<'_> {
-    pub(super) fn secrets(&mut self) {
-        let tree = self.tree;
+    /// A Secret outside a *.sops.yaml file; in one, a document never encrypted or a value left
+    /// in the clear.
+    pub(super) fn secrets_plaintext(&mut self) {
         for object in self.objects().filter(|o| kind(&o.node) == "Secret") {
             if !self.file(object).ends_with(".sops.yaml") {
                 let at = object.node.get("kind").unwrap_or(&object.node);
@@ -26,15 +27,63 @@ impl Checker<'_> {
                 );
             }
         }
-        for (file, document) in &tree.sops_documents {
-            let path = &tree.files[*file].path;
-            self.sops_document(path, document);
+        for (path, document) in self.sops_documents() {
+            if whole_encrypted(document) {
+                continue;
+            }
+            if document.get("sops").is_none() {
+                self.emit(
+                    &rules::PLAINTEXT_SECRET,
+                    Place::Node(path, document),
+                    format!("{path}: a document without SOPS metadata (never encrypted)"),
+                );
+                continue;
+            }
+            for field in ["data", "stringData"] {
+                for (key, value) in document.get(field).map(Node::entries).unwrap_or_default() {
+                    if !value.scalar_text().starts_with("ENC[") {
+                        self.emit(
+                            &rules::PLAINTEXT_SECRET,
+                            Place::Node(path, value),
+                            format!("{path}: {field}.{} is not encrypted", key.scalar_text()),
+                        );
+                    }
+                }
+            }
         }
-        let sops_files: BTreeSet<&str> = tree
-            .sops_documents
-            .iter()
-            .map(|(file, _)| tree.files[*file].path.as_str())
-            .collect();
+    }
+
+    pub(super) fn secrets_whole_document(&mut self) {
+        for (path, document) in self.sops_documents() {
+            if whole_encrypted(document) {
+                self.emit(
+                    &rules::WHOLE_DOCUMENT,
+                    Place::Node(path, document.get("kind").unwrap_or(document)),
+                    format!("{path}: apiVersion and kind are ciphertext"),
+                );
+            }
+        }
+    }
+
+    pub(super) fn secrets_encrypted_regex(&mut self) {
+        for (path, document) in self.sops_documents() {
+            let Some(metadata) = document.get("sops") else {
+                continue;
+            };
+            let regex = metadata.get("encrypted_regex").map(Node::scalar_text);
+            if !whole_encrypted(document) && regex.as_deref() != Some(ENCRYPTED_REGEX) {
+                self.emit(
+                    &rules::ENCRYPTED_REGEX,
+                    Place::Node(path, metadata),
+                    format!("{path}: encrypted_regex is {:?}", regex.unwrap_or_default()),
+                );
+            }
+        }
+    }
+
+    pub(super) fn secrets_creation_rule(&mut self) {
+        let tree = self.tree;
+        let sops_files: BTreeSet<&str> = self.sops_documents().map(|(path, _)| path).collect();
         for path in sops_files {
             let rule = tree
                 .sops_rules
@@ -43,20 +92,25 @@ impl Checker<'_> {
             let fine = rule.is_some_and(|r| r.encrypted_regex.as_deref() == Some(ENCRYPTED_REGEX));
             if !fine {
                 let at = Location::new(path, 1, 0);
-                self.emit(&rules::CREATION_RULE, Place::Line(at), match rule {
+                self.emit(
+                    &rules::CREATION_RULE,
+                    Place::Line(at),
+                    match rule {
                         None => format!("no creation rule in .sops.yaml matches {path}"),
-                        Some(_) => format!("the first creation rule matching {path} has no encrypted_regex {ENCRYPTED_REGEX}"),
-                    });
+                        Some(_) => format!(
+                            "the first creation rule matching {path} has no encrypted_regex \
+                             {ENCRYPTED_REGEX}"
+                        ),
+                    },
+                );
             }
         }
-        self.secret_looking_values();
-        self.flux_identity();
     }
 
     /// Two age identities: the owner's (the host's key) opens everything; Flux's opens the
     /// cluster's secrets only. Checked where each is written: .sops.yaml's rules, every SOPS
     /// file's recipients, and the key the bootstrap hands Flux.
-    pub(super) fn flux_identity(&mut self) {
+    pub(super) fn secrets_flux_identity(&mut self) {
         let tree = self.tree;
         let Some(flux) = &tree.facts.flux_age_recipient else {
             return;
@@ -149,52 +203,10 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn sops_document(&mut self, path: &str, document: &Node) {
-        if document.value == Value::Null {
-            return;
-        }
-        if whole_encrypted(document) {
-            self.emit(
-                &rules::WHOLE_DOCUMENT,
-                Place::Node(path, document.get("kind").unwrap_or(document)),
-                format!("{path}: apiVersion and kind are ciphertext"),
-            );
-            return;
-        }
-        let Some(metadata) = document.get("sops") else {
-            self.emit(
-                &rules::PLAINTEXT_SECRET,
-                Place::Node(path, document),
-                format!("{path}: a document without SOPS metadata (never encrypted)"),
-            );
-            return;
-        };
-        let regex = metadata.get("encrypted_regex").map(Node::scalar_text);
-        if regex.as_deref() != Some(ENCRYPTED_REGEX) {
-            self.emit(
-                &rules::ENCRYPTED_REGEX,
-                Place::Node(path, metadata),
-                format!("{path}: encrypted_regex is {:?}", regex.unwrap_or_default()),
-            );
-        }
-        for field in ["data", "stringData"] {
-            for (key, value) in document.get(field).map(Node::entries).unwrap_or_default() {
-                if !value.scalar_text().starts_with("ENC[") {
-                    self.emit(
-                        &rules::PLAINTEXT_SECRET,
-                        Place::Node(path, value),
-                        format!("{path}: {field}.{} is not encrypted", key.scalar_text()),
-                    );
-                }
-            }
-        }
-    }
-
-    pub(super) fn secret_looking_values(&mut self) {
+    pub(super) fn secrets_secret_looking_value(&mut self) {
         let tree = self.tree;
-        for object in tree
-            .objects
-            .iter()
+        for object in self
+            .objects()
             .filter(|o| !tree.files[o.file].path.ends_with(".sops.yaml"))
         {
             let mut suspicious: Vec<(&Node, String)> = Vec::new();
@@ -238,6 +250,18 @@ impl Checker<'_> {
                 );
             }
         }
+    }
+}
+
+impl<'a> Checker<'a> {
+    /// The documents of the cluster's *.sops.yaml files (not decrypted), with their file; empty
+    /// documents left out.
+    fn sops_documents(&self) -> impl Iterator<Item = (&'a str, &'a Node)> + use<'a> {
+        let tree: &'a Tree = self.tree;
+        tree.sops_documents
+            .iter()
+            .filter(|(_, document)| document.value != Value::Null)
+            .map(|(file, document)| (tree.files[*file].path.as_str(), document))
     }
 }
 

@@ -5,7 +5,7 @@ use crate::check::findings::{self as rules, Location};
 use crate::check::yaml::Node;
 
 impl Checker<'_> {
-    pub(super) fn silence_annotations(&mut self) {
+    pub(super) fn check_silence(&mut self) {
         for object in self.objects() {
             let Some(annotation) =
                 object
