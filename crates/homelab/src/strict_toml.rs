@@ -85,10 +85,7 @@ pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
 
 /// Absolute and in the clean form kopia records (no `.`, `..`, `//` or trailing `/`), so that
 /// it compares equal to the paths in kopia's snapshot list.
-pub(crate) fn require_absolute(
-    key: &str,
-    path: &Spanned<PathBuf>,
-) -> Result<(), (String, Range<usize>, String)> {
+pub(crate) fn require_absolute(key: &str, path: &Spanned<PathBuf>) -> Result<(), Invalid> {
     let value = path.get_ref();
     let clean: PathBuf = value.components().collect();
     let only_normal = value
@@ -105,10 +102,7 @@ pub(crate) fn require_absolute(
     }
 }
 
-pub(crate) fn require_http_url(
-    key: &str,
-    url: &Spanned<String>,
-) -> Result<(), (String, Range<usize>, String)> {
+pub(crate) fn require_http_url(key: &str, url: &Spanned<String>) -> Result<(), Invalid> {
     let value = url.get_ref();
     if value.starts_with("https://") || value.starts_with("http://") {
         Ok(())
@@ -117,11 +111,7 @@ pub(crate) fn require_http_url(
     }
 }
 
-pub(crate) fn invalid<T>(
-    key: &str,
-    value: &Spanned<T>,
-    expected: &str,
-) -> (String, Range<usize>, String) {
+pub(crate) fn invalid<T>(key: &str, value: &Spanned<T>, expected: &str) -> Invalid {
     (key.to_owned(), value.span(), format!("expected {expected}"))
 }
 

@@ -4,7 +4,6 @@
 //! every key with its meaning.
 
 use std::collections::{HashMap, HashSet};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub(crate) use crate::strict_toml::ConfigError;
-use crate::strict_toml::{invalid, load_toml, require_absolute, require_http_url};
+use crate::strict_toml::{Invalid, invalid, load_toml, require_absolute, require_http_url};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -160,6 +159,15 @@ pub struct Offsite {
     pub rpo: Duration,
 }
 
+impl Offsite {
+    fn validate(&self) -> Result<(), Invalid> {
+        if *self.attempts.get_ref() == 0 {
+            return Err(invalid("offsite.attempts", &self.attempts, "at least 1"));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Verify {
@@ -171,6 +179,26 @@ pub struct Verify {
     /// every 4 weeks). 1 reads every pack every time.
     #[serde(default = "defaults::offsite_pack_shares")]
     pub offsite_pack_shares: Spanned<u32>,
+}
+
+impl Verify {
+    fn validate(&self) -> Result<(), Invalid> {
+        if !(0.0..=100.0).contains(self.files_percent.get_ref()) {
+            return Err(invalid(
+                "verify.files-percent",
+                &self.files_percent,
+                "a number from 0 to 100",
+            ));
+        }
+        if *self.offsite_pack_shares.get_ref() == 0 {
+            return Err(invalid(
+                "verify.offsite-pack-shares",
+                &self.offsite_pack_shares,
+                "at least 1",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Verify {
@@ -198,6 +226,38 @@ pub struct Source {
     pub restore: Option<RestoreSteps>,
 }
 
+impl Source {
+    /// `key("path")` is this source's dotted key for `path` (`source[2].path`).
+    fn validate(&self, key: &dyn Fn(&str) -> String) -> Result<(), Invalid> {
+        let name = self.name.get_ref();
+        let well_formed = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !well_formed {
+            return Err(invalid(
+                &key("name"),
+                &self.name,
+                "lowercase letters, digits and dashes",
+            ));
+        }
+        require_absolute(&key("path"), &self.path)?;
+        if let Some(sqlite) = &self.sqlite {
+            sqlite.validate(key)?;
+        }
+        if let Some(dump) = &self.dump {
+            dump.validate(key)?;
+        }
+        if let Some(restore) = &self.restore {
+            restore.validate(self, key)?;
+        }
+        if let Some(quiesce) = &self.quiesce {
+            quiesce.validate(key)?;
+        }
+        Ok(())
+    }
+}
+
 /// How `backup restore --in-place` replaces the live data: stop the app, swap the folders, carry
 /// over what the snapshot leaves out, start, load the dump, finish.
 #[derive(Debug, Deserialize)]
@@ -219,6 +279,100 @@ pub struct RestoreSteps {
     pub timeout: Duration,
 }
 
+impl RestoreSteps {
+    fn validate(&self, source: &Source, key: &dyn Fn(&str) -> String) -> Result<(), Invalid> {
+        let lists = [
+            ("restore.stop", self.stop.as_ref()),
+            ("restore.start", self.start.as_ref()),
+            ("restore.after-load", self.after_load.as_ref()),
+        ];
+        for (field, commands) in lists {
+            if let Some(commands) = commands
+                && commands.get_ref().iter().any(|c| not_a_command(c))
+            {
+                return Err(invalid(
+                    &key(field),
+                    commands,
+                    "a list of commands, each a program and its arguments",
+                ));
+            }
+        }
+        if let Some(load) = &self.load_dump {
+            if not_a_command(load.get_ref()) {
+                return Err(invalid(
+                    &key("restore.load-dump"),
+                    load,
+                    "a program and its arguments that reads the dump on stdin",
+                ));
+            }
+            if source.dump.is_none() {
+                return Err(invalid(
+                    &key("restore.load-dump"),
+                    load,
+                    "a [source.dump] table beside it: there is no dump to load",
+                ));
+            }
+        }
+        let stops = self
+            .stop
+            .as_ref()
+            .or(source.quiesce.as_ref().map(|q| &q.stop));
+        let starts = self
+            .start
+            .as_ref()
+            .or(source.quiesce.as_ref().map(|q| &q.start))
+            .is_some_and(|c| !c.get_ref().is_empty())
+            || !self.after_load().is_empty();
+        if let Some(stops) = stops
+            && !stops.get_ref().is_empty()
+            && !starts
+        {
+            return Err(invalid(
+                &key("restore.stop"),
+                stops,
+                "start (or after-load) commands beside it: what the restore stops must be \
+                 started again",
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err((
+                key("restore.timeout"),
+                0..0,
+                "expected a time limit longer than zero".to_owned(),
+            ));
+        }
+        if let Some(keep) = &self.keep {
+            let paths = keep.get_ref();
+            let nested = paths.iter().enumerate().any(|(i, a)| {
+                paths
+                    .iter()
+                    .enumerate()
+                    .any(|(j, b)| i != j && Path::new(a).starts_with(b))
+            });
+            if nested {
+                return Err(invalid(
+                    &key("restore.keep"),
+                    keep,
+                    "paths none of which lies inside another",
+                ));
+            }
+            let unclean = paths.iter().any(|k| {
+                k.is_empty()
+                    || k.starts_with('/')
+                    || k.split('/').any(|part| part == ".." || part == ".")
+            });
+            if unclean {
+                return Err(invalid(
+                    &key("restore.keep"),
+                    keep,
+                    "paths relative to the source path, without `.` or `..`",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Copy SQLite databases with the online backup API.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -229,6 +383,36 @@ pub struct SqliteCapture {
     /// after that the source fails (its previous snapshot stays the last good one).
     #[serde(default = "defaults::busy_timeout", with = "humantime_serde")]
     pub busy_timeout: Duration,
+}
+
+impl SqliteCapture {
+    fn validate(&self, key: &dyn Fn(&str) -> String) -> Result<(), Invalid> {
+        let patterns = self.databases.get_ref();
+        if patterns.is_empty() {
+            return Err(invalid(
+                &key("sqlite.databases"),
+                &self.databases,
+                "at least one pattern",
+            ));
+        }
+        for pattern in patterns {
+            if pattern.starts_with('/') || pattern.split('/').any(|part| part == "..") {
+                return Err(invalid(
+                    &key("sqlite.databases"),
+                    &self.databases,
+                    "patterns relative to the source path, without `..`",
+                ));
+            }
+            if let Err(err) = glob::Pattern::new(pattern) {
+                return Err(invalid(
+                    &key("sqlite.databases"),
+                    &self.databases,
+                    &format!("valid glob patterns ({pattern}: {err})"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Stream a command's stdout into a file.
@@ -245,6 +429,27 @@ pub struct DumpCapture {
     pub timeout: Duration,
 }
 
+impl DumpCapture {
+    fn validate(&self, key: &dyn Fn(&str) -> String) -> Result<(), Invalid> {
+        let file = self.file.get_ref();
+        if file.is_empty() || file.contains('/') || file.starts_with('.') {
+            return Err(invalid(
+                &key("dump.file"),
+                &self.file,
+                "a plain file name such as `immich.sql`",
+            ));
+        }
+        if not_a_command(self.command.get_ref()) {
+            return Err(invalid(
+                &key("dump.command"),
+                &self.command,
+                "a program and its arguments, e.g. [\"pg_dumpall\", \"--clean\"]",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Stop the app before the snapshot and start it again after, whatever happened.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -257,6 +462,27 @@ pub struct QuiesceCapture {
     /// Longest the snapshot may keep the app stopped; kopia is stopped after it.
     #[serde(default = "defaults::snapshot_timeout", with = "humantime_serde")]
     pub snapshot_timeout: Duration,
+}
+
+impl QuiesceCapture {
+    fn validate(&self, key: &dyn Fn(&str) -> String) -> Result<(), Invalid> {
+        for (field, commands) in [("stop", &self.stop), ("start", &self.start)] {
+            if commands.get_ref().is_empty() || commands.get_ref().iter().any(|c| not_a_command(c))
+            {
+                return Err(invalid(
+                    &key(&format!("quiesce.{field}")),
+                    commands,
+                    "a list of commands, each a program and its arguments",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An argv with no program in it.
+fn not_a_command(argv: &[String]) -> bool {
+    argv.first().is_none_or(|program| program.is_empty())
 }
 
 impl RestoreSteps {
@@ -342,33 +568,18 @@ impl BackupConfig {
         load_toml(file, Self::validate)
     }
 
-    /// The rules serde cannot express. Returns the dotted key, its span and what was expected.
-    fn validate(&self) -> Result<(), (String, Range<usize>, String)> {
+    /// The rules serde cannot express, each beside the type it is about; the first broken one
+    /// is reported.
+    fn validate(&self) -> Result<(), Invalid> {
         require_absolute("state-dir", &self.state_dir)?;
         require_absolute("repository.path", &self.repository.path)?;
         if let Some(dir) = &self.textfile_dir {
             require_absolute("textfile-dir", dir)?;
         }
-        if let Some(offsite) = &self.offsite
-            && *offsite.attempts.get_ref() == 0
-        {
-            return Err(invalid("offsite.attempts", &offsite.attempts, "at least 1"));
+        if let Some(offsite) = &self.offsite {
+            offsite.validate()?;
         }
-        let percent = *self.verify.files_percent.get_ref();
-        if !(0.0..=100.0).contains(&percent) {
-            return Err(invalid(
-                "verify.files-percent",
-                &self.verify.files_percent,
-                "a number from 0 to 100",
-            ));
-        }
-        if *self.verify.offsite_pack_shares.get_ref() == 0 {
-            return Err(invalid(
-                "verify.offsite-pack-shares",
-                &self.verify.offsite_pack_shares,
-                "at least 1",
-            ));
-        }
+        self.verify.validate()?;
         if let Some(matrix) = &self.notify.matrix {
             require_http_url("notify.matrix.homeserver", &matrix.homeserver)?;
         }
@@ -382,177 +593,13 @@ impl BackupConfig {
         let mut names = HashSet::new();
         for (i, source) in self.sources.iter().enumerate() {
             let key = |field: &str| format!("source[{i}].{field}");
-            let name = source.name.get_ref();
-            let well_formed = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-            if !well_formed {
-                return Err(invalid(
-                    &key("name"),
-                    &source.name,
-                    "lowercase letters, digits and dashes",
-                ));
-            }
-            if !names.insert(name.as_str()) {
+            source.validate(&key)?;
+            if !names.insert(source.name.get_ref().as_str()) {
                 return Err(invalid(
                     &key("name"),
                     &source.name,
                     "a name no other source has",
                 ));
-            }
-            require_absolute(&key("path"), &source.path)?;
-            if let Some(sqlite) = &source.sqlite {
-                let patterns = sqlite.databases.get_ref();
-                if patterns.is_empty() {
-                    return Err(invalid(
-                        &key("sqlite.databases"),
-                        &sqlite.databases,
-                        "at least one pattern",
-                    ));
-                }
-                for pattern in patterns {
-                    if pattern.starts_with('/') || pattern.split('/').any(|part| part == "..") {
-                        return Err(invalid(
-                            &key("sqlite.databases"),
-                            &sqlite.databases,
-                            "patterns relative to the source path, without `..`",
-                        ));
-                    }
-                    if let Err(err) = glob::Pattern::new(pattern) {
-                        return Err(invalid(
-                            &key("sqlite.databases"),
-                            &sqlite.databases,
-                            &format!("valid glob patterns ({pattern}: {err})"),
-                        ));
-                    }
-                }
-            }
-            if let Some(dump) = &source.dump {
-                let file = dump.file.get_ref();
-                if file.is_empty() || file.contains('/') || file.starts_with('.') {
-                    return Err(invalid(
-                        &key("dump.file"),
-                        &dump.file,
-                        "a plain file name such as `immich.sql`",
-                    ));
-                }
-                if dump.command.get_ref().first().is_none_or(|p| p.is_empty()) {
-                    return Err(invalid(
-                        &key("dump.command"),
-                        &dump.command,
-                        "a program and its arguments, e.g. [\"pg_dumpall\", \"--clean\"]",
-                    ));
-                }
-            }
-            if let Some(restore) = &source.restore {
-                let lists = [
-                    ("restore.stop", restore.stop.as_ref()),
-                    ("restore.start", restore.start.as_ref()),
-                    ("restore.after-load", restore.after_load.as_ref()),
-                ];
-                for (field, commands) in lists {
-                    if let Some(commands) = commands
-                        && commands
-                            .get_ref()
-                            .iter()
-                            .any(|c| c.first().is_none_or(|p| p.is_empty()))
-                    {
-                        return Err(invalid(
-                            &key(field),
-                            commands,
-                            "a list of commands, each a program and its arguments",
-                        ));
-                    }
-                }
-                if let Some(load) = &restore.load_dump
-                    && load.get_ref().first().is_none_or(|p| p.is_empty())
-                {
-                    return Err(invalid(
-                        &key("restore.load-dump"),
-                        load,
-                        "a program and its arguments that reads the dump on stdin",
-                    ));
-                }
-                if let Some(load) = &restore.load_dump
-                    && source.dump.is_none()
-                {
-                    return Err(invalid(
-                        &key("restore.load-dump"),
-                        load,
-                        "a [source.dump] table beside it: there is no dump to load",
-                    ));
-                }
-                let stops = restore
-                    .stop
-                    .as_ref()
-                    .or(source.quiesce.as_ref().map(|q| &q.stop));
-                let starts = restore
-                    .start
-                    .as_ref()
-                    .or(source.quiesce.as_ref().map(|q| &q.start))
-                    .is_some_and(|c| !c.get_ref().is_empty())
-                    || !restore.after_load().is_empty();
-                if let Some(stops) = stops
-                    && !stops.get_ref().is_empty()
-                    && !starts
-                {
-                    return Err(invalid(
-                        &key("restore.stop"),
-                        stops,
-                        "start (or after-load) commands beside it: what the restore stops must be started again",
-                    ));
-                }
-                if restore.timeout.is_zero() {
-                    return Err((
-                        key("restore.timeout"),
-                        0..0,
-                        "expected a time limit longer than zero".to_owned(),
-                    ));
-                }
-                if let Some(keep) = &restore.keep
-                    && keep.get_ref().iter().enumerate().any(|(i, a)| {
-                        keep.get_ref()
-                            .iter()
-                            .enumerate()
-                            .any(|(j, b)| i != j && Path::new(a).starts_with(b))
-                    })
-                {
-                    return Err(invalid(
-                        &key("restore.keep"),
-                        keep,
-                        "paths none of which lies inside another",
-                    ));
-                }
-                if let Some(keep) = &restore.keep
-                    && keep.get_ref().iter().any(|k| {
-                        k.is_empty()
-                            || k.starts_with('/')
-                            || k.split('/').any(|part| part == ".." || part == ".")
-                    })
-                {
-                    return Err(invalid(
-                        &key("restore.keep"),
-                        keep,
-                        "paths relative to the source path, without `.` or `..`",
-                    ));
-                }
-            }
-            if let Some(quiesce) = &source.quiesce {
-                for (field, commands) in [("stop", &quiesce.stop), ("start", &quiesce.start)] {
-                    let empty = commands.get_ref().is_empty()
-                        || commands
-                            .get_ref()
-                            .iter()
-                            .any(|c| c.first().is_none_or(|p| p.is_empty()));
-                    if empty {
-                        return Err(invalid(
-                            &key(&format!("quiesce.{field}")),
-                            commands,
-                            "a list of commands, each a program and its arguments",
-                        ));
-                    }
-                }
             }
         }
         self.validate_layout()
@@ -562,7 +609,7 @@ impl BackupConfig {
     /// no folder the jobs write to inside a source: each run would snapshot the repository (or
     /// kopia's cache) into itself and grow by the source's size. Near-linear in the number of
     /// sources.
-    fn validate_layout(&self) -> Result<(), (String, Range<usize>, String)> {
+    fn validate_layout(&self) -> Result<(), Invalid> {
         let source_key = |i: usize| format!("source[{i}].path");
         // In component order, whatever lies inside a path sorts right after it, before any
         // path outside it: comparing each path with the last one not inside another finds every
