@@ -138,6 +138,16 @@ fn text_output_names_file_line_rule_and_shows_the_snippet() {
         text.contains("vaultwarden/server:latest") && text.contains("fix: pin"),
         "{text}"
     );
+    // The snippet names the object, and so does the JSON report.
+    assert!(
+        text.contains("╰── Deployment vaultwarden/vaultwarden"),
+        "{text}"
+    );
+    let (_, report) = check(copy.path());
+    assert_eq!(
+        report["findings"][0]["object"], "Deployment vaultwarden/vaultwarden",
+        "{report}"
+    );
 }
 
 #[test]

@@ -49,6 +49,9 @@ impl Location {
 pub struct Finding {
     pub rule: &'static Rule,
     pub at: Location,
+    /// The rendered object it is about (`Deployment vaultwarden/vaultwarden`), set by the one
+    /// emitter of the rules; none for findings about files, lines and homelab.toml.
+    pub object: Option<String>,
     pub message: String,
 }
 

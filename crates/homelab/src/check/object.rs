@@ -20,6 +20,14 @@ pub(crate) fn namespace(node: &Node) -> String {
         .unwrap_or_else(|| "default".to_owned())
 }
 
+/// `Kind namespace/name`, or `Kind name` for an object written without a namespace.
+pub(crate) fn object_label(node: &Node) -> String {
+    match node.path(&["metadata", "namespace"]).map(Node::scalar_text) {
+        Some(ns) if !ns.is_empty() => format!("{} {ns}/{}", kind(node), name(node)),
+        _ => format!("{} {}", kind(node), name(node)),
+    }
+}
+
 pub(crate) fn label(node: &Node) -> String {
     format!("{}/{}", kind(node), name(node))
 }

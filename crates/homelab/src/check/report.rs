@@ -68,9 +68,14 @@ impl Diagnostic for Shown<'_> {
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let (offset, len) = self.span?;
+        let label = self
+            .finding
+            .object
+            .as_deref()
+            .map_or("here".to_owned(), printable);
         Some(Box::new(std::iter::once(LabeledSpan::at(
             offset..offset + len,
-            "here",
+            label,
         ))))
     }
 }
@@ -175,6 +180,7 @@ struct JsonFinding<'a> {
     file: &'a str,
     line: usize,
     column: usize,
+    object: Option<&'a str>,
     message: &'a str,
     summary: &'a str,
     why: &'a str,
@@ -201,6 +207,7 @@ pub fn json(checked: &Checked) -> std::io::Result<()> {
                 file: &f.at.file,
                 line: f.at.line,
                 column: f.at.col + 1,
+                object: f.object.as_deref(),
                 message: &f.message,
                 summary: f.rule.summary,
                 why: f.rule.why,

@@ -13,7 +13,7 @@ mod silence;
 mod storage;
 
 use super::findings::{self as rules, Finding, Location, Rule};
-use super::object::{kind, name, namespace, whole_encrypted};
+use super::object::{kind, name, namespace, object_label, whole_encrypted};
 use super::schema::Schemas;
 use super::tree::{self, Object, Tree};
 use super::yaml::Node;
@@ -190,25 +190,37 @@ impl<'a> Checker<'a> {
         &self.tree.files[object.file].path
     }
 
-    /// The one way a rule reports: every finding goes through here, and a finding at an object
-    /// is dropped when the object's `homelab.check/ignore` annotation silences its rule.
+    /// The one way a rule reports: every finding goes through here. A finding at an object
+    /// carries the object's label, and is dropped when the object's `homelab.check/ignore`
+    /// annotation silences its rule.
     fn emit(&mut self, rule: &'static Rule, place: Place<'_>, message: String) {
-        let at = match place {
+        let (at, object) = match place {
             Place::Object(object, node) => {
                 if silenced(&object.node, rule.id) {
                     return;
                 }
-                Location::at(self.file(object), node)
+                (
+                    Location::at(self.file(object), node),
+                    Some(object_label(&object.node)),
+                )
             }
-            Place::Node(file, node) => Location::at(file, node),
-            Place::Line(at) => at,
-            Place::Facts(offset) => Location::new(
-                tree::FACTS_FILE,
-                tree::line_of_offset(&self.tree.files[0].text, offset),
-                0,
+            Place::Node(file, node) => (Location::at(file, node), None),
+            Place::Line(at) => (at, None),
+            Place::Facts(offset) => (
+                Location::new(
+                    tree::FACTS_FILE,
+                    tree::line_of_offset(&self.tree.files[0].text, offset),
+                    0,
+                ),
+                None,
             ),
         };
-        self.findings.push(Finding { rule, at, message });
+        self.findings.push(Finding {
+            rule,
+            at,
+            object,
+            message,
+        });
     }
 
     /// At `node` of a rendered object (the usual case).

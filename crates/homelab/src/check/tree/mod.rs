@@ -388,6 +388,7 @@ impl Tree {
                 self.findings.push(Finding {
                     rule: &rules::DUPLICATE_OBJECT,
                     at,
+                    object: Some(format!("{} {}/{}", id.0, id.1, id.2)),
                     message,
                 });
             } else {
@@ -438,12 +439,22 @@ impl Tree {
 
     pub fn report(&mut self, rule: &'static Rule, file: usize, node: &Node, message: String) {
         let at = Location::at(&self.files[file].path, node);
-        self.findings.push(Finding { rule, at, message });
+        self.findings.push(Finding {
+            rule,
+            at,
+            object: None,
+            message,
+        });
     }
 
     fn report_at(&mut self, rule: &'static Rule, file: usize, line: usize, message: String) {
         let at = Location::new(&self.files[file].path, line, 0);
-        self.findings.push(Finding { rule, at, message });
+        self.findings.push(Finding {
+            rule,
+            at,
+            object: None,
+            message,
+        });
     }
 
     fn add_file(&mut self, relative: &str) -> Result<usize, LoadError> {
@@ -563,7 +574,12 @@ impl Tree {
         )?;
         for (path, rule, message) in odd {
             let at = Location::new(&path, 0, 0);
-            self.findings.push(Finding { rule, at, message });
+            self.findings.push(Finding {
+                rule,
+                at,
+                object: None,
+                message,
+            });
         }
         // SOPS files a kustomization pulls in from outside the cluster folder count too.
         let outside: Vec<String> = loader

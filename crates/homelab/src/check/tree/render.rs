@@ -70,6 +70,7 @@ impl Loader {
                     tree.findings.push(Finding {
                         rule: &rules::DUPLICATE_KEY,
                         at,
+                        object: None,
                         message: format!(
                             "key {:?} is also on line {}",
                             duplicate.key, duplicate.first_line
@@ -83,6 +84,7 @@ impl Loader {
                 tree.findings.push(Finding {
                     rule: &rules::YAML_SYNTAX,
                     at,
+                    object: None,
                     message: err.message,
                 });
                 Vec::new()
@@ -105,6 +107,7 @@ impl Loader {
             tree.findings.push(Finding {
                 rule: &rules::UNSUPPORTED,
                 at,
+                object: None,
                 message: format!(
                     "{dir} has no kustomization.yaml; Flux would generate one from every manifest \
                      below it, which the check does not imitate"
@@ -123,6 +126,7 @@ impl Loader {
             tree.findings.push(Finding {
                 rule: &rules::UNSUPPORTED,
                 at,
+                object: None,
                 message: format!("{dir} includes itself"),
             });
             return Ok(Vec::new());
