@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{copy_repo, repo, require, stderr, stdout};
+use common::{copy_repo, generated_backup_config, repo, require, stderr, stdout};
 
 const GUIDE: &str = "docs/adding-an-app.md";
 
@@ -186,29 +186,7 @@ fn the_guide_app_gets_stop_and_start_commands_on_the_host() {
     let steps = steps();
     let copy = copy_repo();
     apply(copy.path(), &steps.iter().collect::<Vec<_>>());
-    let expression = format!(
-        r#"
-      let facts = builtins.fromTOML (builtins.readFile {facts}); in
-      import {generator} {{
-        backup = facts.backup;
-        sourceRepository = facts.source-repository;
-        secrets = {{
-          repositoryPassword = "/run/secrets/kopia/repository-password";
-          r2Credentials = "/run/secrets/rendered/r2-credentials.env";
-          webhookUrl = "/run/secrets/notify/webhook-url";
-          matrixToken = "/run/secrets/notify/matrix-token";
-          heartbeatUrl = "/run/secrets/notify/heartbeat-url";
-        }};
-      }}"#,
-        facts = copy.path().join("homelab.toml").display(),
-        generator = repo().join("nixos/lib/backup-config.nix").display(),
-    );
-    let out = Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json", "-E", &expression])
-        .output()
-        .expect("nix-instantiate runs");
-    assert!(out.status.success(), "evaluation failed: {}", stderr(&out));
-    let config: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let config = generated_backup_config(&copy.path().join("homelab.toml"));
     let added = config["source"]
         .as_array()
         .expect("sources")

@@ -5,17 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use common::{require, stderr, stdout};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repo root")
-}
+use common::{generated_backup_config, repo, require, stderr, stdout};
 
 /// Files tracked or added in the repository, by suffix.
 fn files(suffix: &str) -> Vec<PathBuf> {
@@ -77,27 +70,8 @@ fn the_generated_backup_configuration_passes_the_loader() {
     if !require(&["nix-instantiate"]) {
         return;
     }
-    // The same function and facts the module uses; the secret paths as sops-nix would make them.
-    let expression = r#"
-      let facts = builtins.fromTOML (builtins.readFile ./homelab.toml); in
-      import ./nixos/lib/backup-config.nix {
-        backup = facts.backup;
-        sourceRepository = facts.source-repository;
-        secrets = {
-          repositoryPassword = "/run/secrets/kopia/repository-password";
-          r2Credentials = "/run/secrets/rendered/r2-credentials.env";
-          webhookUrl = "/run/secrets/notify/webhook-url";
-          matrixToken = "/run/secrets/notify/matrix-token";
-          heartbeatUrl = "/run/secrets/notify/heartbeat-url";
-        };
-      }"#;
-    let out = Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json", "-E", expression])
-        .current_dir(repo())
-        .output()
-        .expect("nix-instantiate runs");
-    assert!(out.status.success(), "evaluation failed: {}", stderr(&out));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    // The same function and facts the module uses.
+    let json = generated_backup_config(&repo().join("homelab.toml"));
     assert_app_expansion(&json);
     // What pkgs.formats.toml does on the host, done with the toml crate here.
     let text = toml::to_string(&json).expect("representable as TOML");

@@ -46,6 +46,35 @@ pub fn copy_repo() -> TempDir {
     dir
 }
 
+/// The host's backup configuration as nixos/lib/backup-config.nix makes it from the facts file
+/// `facts` (the repository's homelab.toml, or a changed copy), the secret paths as sops-nix
+/// would make them. Needs nix-instantiate (no nixpkgs).
+pub fn generated_backup_config(facts: &Path) -> serde_json::Value {
+    let expression = format!(
+        r#"
+      let facts = builtins.fromTOML (builtins.readFile {facts}); in
+      import {generator} {{
+        backup = facts.backup;
+        sourceRepository = facts.source-repository;
+        secrets = {{
+          repositoryPassword = "/run/secrets/kopia/repository-password";
+          r2Credentials = "/run/secrets/rendered/r2-credentials.env";
+          webhookUrl = "/run/secrets/notify/webhook-url";
+          matrixToken = "/run/secrets/notify/matrix-token";
+          heartbeatUrl = "/run/secrets/notify/heartbeat-url";
+        }};
+      }}"#,
+        facts = facts.display(),
+        generator = repo().join("nixos/lib/backup-config.nix").display(),
+    );
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E", &expression])
+        .output()
+        .expect("nix-instantiate runs");
+    assert!(out.status.success(), "evaluation failed: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
 /// True when every tool is on PATH. Under CI a missing tool fails the test; elsewhere the test
 /// is skipped with a loud message.
 pub fn require(tools: &[&str]) -> bool {
