@@ -709,7 +709,24 @@ fn secrets_whole_document() {
         "the Deployment's key is no longer visible:\n{all}"
     );
 
-    // Encrypted with another regex: stringData stays plain.
+    // Outside a *.sops.yaml file too: a manifest whose apiVersion is ciphertext is no object
+    // the other rules can judge (its interval here), so it must not pass unseen.
+    let copy = copy_repo();
+    let root = copy.path();
+    let sync = format!("{CLUSTER}/flux-system-sync.yaml");
+    let text = std::fs::read_to_string(root.join(&sync)).expect("sync");
+    let line = text
+        .lines()
+        .position(|l| l == "kind: GitRepository")
+        .expect("GitRepository")
+        + 1;
+    edit(
+        root,
+        &sync,
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository",
+        "apiVersion: ENC[AES256_GCM,data:bm90IGEga2luZA==,iv:aXY=,tag:dGFn,type:str]\nkind: GitRepository",
+    );
+    assert_finding(root, "secrets/whole-document", &sync, line);
 }
 
 #[test]
@@ -755,11 +772,7 @@ fn secrets_plaintext() {
 
 #[test]
 fn secrets_creation_rule() {
-    if !require(&["sops", "age-keygen"]) {
-        return;
-    }
     let secret = format!("{APPS}/vaultwarden/secret.sops.yaml");
-    // Encrypted whole: sops without the creation rule's --encrypted-regex.
     let copy = copy_repo();
     let root = copy.path();
     edit(
@@ -770,15 +783,23 @@ fn secrets_creation_rule() {
     );
     assert_finding(root, "secrets/creation-rule", &secret, 1);
 
-    // A token written straight into the manifest: a warning, the check still passes.
+    // An empty *.sops.yaml no rule covers: the next `sops` run on it would find no keys.
+    let copy = copy_repo();
+    let root = copy.path();
+    let extra = format!("{CLUSTER}/extra.sops.yaml");
+    write(root, &extra, "---\n");
+    edit(
+        root,
+        &format!("{CLUSTER}/kustomization.yaml"),
+        "  - alerts.yaml",
+        "  - alerts.yaml\n  - extra.sops.yaml",
+    );
+    assert_finding(root, "secrets/creation-rule", &extra, 1);
 }
 
 #[test]
 fn secrets_secret_looking_value() {
-    if !require(&["sops", "age-keygen"]) {
-        return;
-    }
-    // Encrypted whole: sops without the creation rule's --encrypted-regex.
+    // A token written straight into the manifest: a warning, the check still passes.
     let copy = copy_repo();
     let root = copy.path();
     let deployment = format!("{APPS}/vaultwarden/deployment.yaml");
@@ -789,6 +810,28 @@ fn secrets_secret_looking_value() {
         "            - name: PUSH_INSTALLATION_KEY_TOKEN\n              value: 3f1c9a\n            - name: ROCKET_PORT",
     ) + 1;
     assert_finding(root, "secrets/secret-looking-value", &deployment, line);
+
+    // A file encrypted whole but not named *.sops.yaml keeps sops' `_unencrypted` keys in the
+    // clear: still read for secrets.
+    let copy = copy_repo();
+    let root = copy.path();
+    let token = format!("{APPS}/vaultwarden/token.yaml");
+    write(
+        root,
+        &token,
+        "apiVersion: ENC[AES256_GCM,data:dg==,iv:aXY=,tag:dGFn,type:str]\n\
+         kind: ENC[AES256_GCM,data:U2VjcmV0,iv:aXY=,tag:dGFn,type:str]\n\
+         metadata:\n  name: token\n\
+         token_unencrypted: ghp_0123456789abcdefghijklmnopqrstuvwxyz\n",
+    );
+    edit(
+        root,
+        &format!("{APPS}/vaultwarden/kustomization.yaml"),
+        "  - ingress.yaml",
+        "  - ingress.yaml\n  - token.yaml",
+    );
+    assert_finding(root, "secrets/secret-looking-value", &token, 5);
+    assert_finding(root, "secrets/whole-document", &token, 2);
 }
 
 #[test]

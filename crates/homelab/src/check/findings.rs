@@ -191,7 +191,7 @@ rules! {
         "once pushed it is public for good: it must be rotated, not just encrypted"
         "move it to <name>.sops.yaml and run `sops encrypt --in-place` on it";
     WHOLE_DOCUMENT "secrets/whole-document" Error
-        "a Secret is encrypted whole (apiVersion, kind, metadata too)"
+        "a document is encrypted whole (its apiVersion or kind is ciphertext), in a *.sops.yaml file or any other"
         "kustomize cannot build a document whose kind and name are ciphertext, so nothing can check or apply it"
         "decrypt it and re-encrypt with `--encrypted-regex '^(data|stringData)$'` (the creation rule in .sops.yaml does this)";
     ENCRYPTED_REGEX "secrets/encrypted-regex" Error

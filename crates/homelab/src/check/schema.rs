@@ -57,13 +57,27 @@ impl Schemas {
         })
     }
 
-    /// Whether a schema for this apiVersion and kind ships with the check.
-    pub fn knows(&self, api_version: &str, kind: &str) -> bool {
+    /// Whether a schema for this apiVersion and kind ships with the check (and can be read).
+    pub fn knows(&mut self, api_version: &str, kind: &str) -> bool {
         let core = format!("kind.{}.{kind}", api_version.replace('/', "."));
-        self.kubernetes_defs.contains_key(&core)
-            || self
-                .crd_sources
-                .contains_key(&format!("{api_version} {kind}"))
+        self.kubernetes_defs.contains_key(&core) || self.load_crd(&format!("{api_version} {kind}"))
+    }
+
+    /// Parses a custom resource's schema on first use; false when none ships or it cannot be
+    /// read.
+    fn load_crd(&mut self, key: &str) -> bool {
+        if self.crds.contains_key(key) {
+            return true;
+        }
+        let Some(schema) = self
+            .crd_sources
+            .get(key)
+            .and_then(|source| serde_json::from_str(source.get()).ok())
+        else {
+            return false;
+        };
+        self.crds.insert(key.to_owned(), schema);
+        true
     }
 
     pub fn validate(&mut self, api_version: &str, kind: &str, object: &Value) -> Outcome {
@@ -77,14 +91,8 @@ impl Schemas {
             };
             validation.check(schema, object, &mut String::new(), &mut errors);
         } else {
-            if !self.crds.contains_key(&crd) {
-                let Some(source) = self.crd_sources.get(&crd) else {
-                    return Outcome::UnknownKind;
-                };
-                match serde_json::from_str(source.get()) {
-                    Ok(schema) => self.crds.insert(crd.clone(), schema),
-                    Err(_) => return Outcome::UnknownKind,
-                };
+            if !self.load_crd(&crd) {
+                return Outcome::UnknownKind;
             }
             let no_defs = serde_json::Map::new();
             let mut validation = Validation {

@@ -53,12 +53,25 @@ impl Checker<'_> {
         }
     }
 
+    /// In a *.sops.yaml file or any other manifest: a document whose apiVersion or kind is
+    /// ciphertext is no object any rule can judge, and kustomize cannot build it.
     pub(super) fn secrets_whole_document(&mut self) {
         for (path, document) in self.sops_documents() {
             if whole_encrypted(document) {
                 self.emit(
                     &rules::WHOLE_DOCUMENT,
                     Place::Node(path, document.get("kind").unwrap_or(document)),
+                    format!("{path}: apiVersion and kind are ciphertext"),
+                );
+            }
+        }
+        let tree = self.tree;
+        for document in tree.objects.iter().filter(|o| whole_encrypted(&o.node)) {
+            let path = tree.files[document.file].path.as_str();
+            if !path.ends_with(".sops.yaml") {
+                self.emit(
+                    &rules::WHOLE_DOCUMENT,
+                    Place::Node(path, document.node.get("kind").unwrap_or(&document.node)),
                     format!("{path}: apiVersion and kind are ciphertext"),
                 );
             }
@@ -83,7 +96,12 @@ impl Checker<'_> {
 
     pub(super) fn secrets_creation_rule(&mut self) {
         let tree = self.tree;
-        let sops_files: BTreeSet<&str> = self.sops_documents().map(|(path, _)| path).collect();
+        // Every *.sops.yaml file, an empty one too: the next `sops` run on it needs a rule.
+        let sops_files: BTreeSet<&str> = tree
+            .sops_documents
+            .iter()
+            .map(|(file, _)| tree.files[*file].path.as_str())
+            .collect();
         for path in sops_files {
             let rule = tree
                 .sops_rules
@@ -205,8 +223,11 @@ impl Checker<'_> {
 
     pub(super) fn secrets_secret_looking_value(&mut self) {
         let tree = self.tree;
-        for object in self
-            .objects()
+        // Every document of a file that is not *.sops.yaml, one encrypted whole too: what it
+        // left readable (an `_unencrypted` key) is in the repository all the same.
+        for object in tree
+            .objects
+            .iter()
             .filter(|o| !tree.files[o.file].path.ends_with(".sops.yaml"))
         {
             let mut suspicious: Vec<(&Node, String)> = Vec::new();
