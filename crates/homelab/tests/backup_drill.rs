@@ -2,15 +2,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use common::{Lab, require, stdout};
-
-fn status_json(lab: &Lab, config: &Path) -> (Option<i32>, serde_json::Value) {
-    let out = lab.backup(config, &["status", "--json"]);
-    let json = serde_json::from_slice(&out.stdout).expect("status JSON");
-    (out.status.code(), json)
-}
+use common::{Lab, require, status_json, stdout};
 
 #[test]
 fn drill_results_are_kept_in_the_state_and_a_failed_drill_fails_status() {

@@ -6,10 +6,13 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{HttpStandIn, Lab, Postgres, is_root, pinned, require, stderr, stdout};
+use common::{
+    HttpStandIn, Lab, Postgres, is_root, notifications, notify_table, pinned, require, spawn_run,
+    status_json, stderr, stdout, wait_for_process,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rusqlite::Connection;
@@ -48,28 +51,6 @@ fn transfers(path: &Path) -> i64 {
     let db = Connection::open(path).expect("open db");
     db.query_row("SELECT transfers FROM meta", [], |r| r.get(0))
         .expect("transfers")
-}
-
-fn spawn_run(lab: &Lab, config: &Path) -> Child {
-    lab.homelab()
-        .args(["backup", "run", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("homelab starts")
-}
-
-/// Waits until some process's command line contains all of `needles`; returns its pid.
-fn wait_for_process(needles: &[&str], within: Duration) -> i32 {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Some(pid) = common::pids_with(needles).first() {
-            return *pid;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("no process with {needles:?} appeared within {within:?}");
 }
 
 /// homelab and kopia copied into the lab and run as `nobody` (when we are root), so that a
@@ -117,25 +98,6 @@ fn pinned_ids(lab: &Lab, source: &Path) -> Vec<String> {
         .filter(|s| pinned(s))
         .map(|s| s["id"].as_str().expect("id").to_owned())
         .collect()
-}
-
-fn status_json(lab: &Lab, config: &Path) -> (Option<i32>, serde_json::Value) {
-    let out = lab.backup(config, &["status", "--json"]);
-    let json = serde_json::from_slice(&out.stdout).expect("status JSON");
-    (out.status.code(), json)
-}
-
-/// Notification texts the webhook stand-in received.
-fn notifications(hook: &HttpStandIn) -> Vec<String> {
-    hook.received().into_iter().map(|r| r.body).collect()
-}
-
-fn notify_table(lab: &Lab, hook: &HttpStandIn) -> String {
-    format!(
-        "[notify]\nwebhook-file = \"{}\"\n\n",
-        hook.url_file(&lab.path("webhook"), "/ntfy/backups")
-            .display()
-    )
 }
 
 /// A Vaultwarden-shaped source: `db.sqlite3` with a table and an index, in `journal_mode`.

@@ -4,35 +4,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{HttpStandIn, Lab, pinned, require, stderr, stdout};
+use common::{
+    HttpStandIn, Lab, notifications, notify_table, pinned, require, spawn_run, stderr, stdout,
+    wait_bounded, wait_for_process,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-fn spawn_run(lab: &Lab, config: &Path) -> Child {
-    lab.homelab()
-        .args(["backup", "run", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("homelab starts")
-}
-
-/// Waits until some process's command line contains all of `needles`; returns its pid.
-fn wait_for_process(needles: &[&str], within: Duration) -> i32 {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Some(pid) = common::pids_with(needles).first() {
-            return *pid;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("no process with {needles:?} appeared within {within:?}");
-}
 
 fn alive(pid: i32) -> bool {
     // A zombie still answers kill(0); look at its state instead.
@@ -63,34 +43,6 @@ fn quiesced_source(lab: &Lab, more: &str) -> (PathBuf, PathBuf, PathBuf) {
         ),
     );
     (data, stopped, config)
-}
-
-/// Notification texts the webhook stand-in received.
-fn notifications(hook: &HttpStandIn) -> Vec<String> {
-    hook.received().into_iter().map(|r| r.body).collect()
-}
-
-fn notify_table(lab: &Lab, hook: &HttpStandIn) -> String {
-    format!(
-        "[notify]\nwebhook-file = \"{}\"\n\n",
-        hook.url_file(&lab.path("webhook"), "/ntfy/backups")
-            .display()
-    )
-}
-
-/// Waits for `child` at most `within`; kills it and fails the test if it is still running.
-fn wait_bounded(mut child: std::process::Child, within: Duration) -> (Output, Duration) {
-    let started = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return (child.wait_with_output().expect("output"), started.elapsed());
-        }
-        if started.elapsed() > within {
-            let _ = child.kill();
-            panic!("still running after {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

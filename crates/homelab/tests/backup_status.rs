@@ -2,15 +2,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{Lab, require, stderr, stdout};
-
-fn status_json(lab: &Lab, config: &Path) -> (Option<i32>, serde_json::Value) {
-    let out = lab.backup(config, &["status", "--json"]);
-    let json = serde_json::from_slice(&out.stdout).expect("status JSON");
-    (out.status.code(), json)
-}
+use common::{Lab, require, status_json, stderr, stdout};
 
 #[test]
 fn status_reports_stale_and_missing_sources() {

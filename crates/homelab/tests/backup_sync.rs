@@ -4,10 +4,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{HttpStandIn, Lab, S3_KEY_ID, S3_SECRET, S3Server, require, stderr, stdout};
+use common::{
+    HttpStandIn, Lab, S3_KEY_ID, S3_SECRET, S3Server, notifications, notify_table, require,
+    status_json, stderr, stdout, wait_bounded,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -79,40 +82,6 @@ fn local_blob(lab: &Lab, id: &str) -> Vec<u8> {
     let out = lab.kopia(&["blob", "show", id]);
     assert!(out.status.success(), "{}", stderr(&out));
     out.stdout
-}
-
-fn status_json(lab: &Lab, config: &Path) -> (Option<i32>, serde_json::Value) {
-    let out = lab.backup(config, &["status", "--json"]);
-    let json = serde_json::from_slice(&out.stdout).expect("status JSON");
-    (out.status.code(), json)
-}
-
-/// Notification texts the webhook stand-in received.
-fn notifications(hook: &HttpStandIn) -> Vec<String> {
-    hook.received().into_iter().map(|r| r.body).collect()
-}
-
-fn notify_table(lab: &Lab, hook: &HttpStandIn) -> String {
-    format!(
-        "[notify]\nwebhook-file = \"{}\"\n\n",
-        hook.url_file(&lab.path("webhook"), "/ntfy/backups")
-            .display()
-    )
-}
-
-/// Waits for `child` at most `within`; kills it and fails the test if it is still running.
-fn wait_bounded(mut child: std::process::Child, within: Duration) -> (Output, Duration) {
-    let started = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return (child.wait_with_output().expect("output"), started.elapsed());
-        }
-        if started.elapsed() > within {
-            let _ = child.kill();
-            panic!("still running after {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -4,20 +4,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{HttpStandIn, Lab, S3_KEY_ID, S3_SECRET, S3Server, require, stderr, stdout};
-
-/// Notification texts the webhook stand-in received.
-fn notifications(hook: &HttpStandIn) -> Vec<String> {
-    hook.received().into_iter().map(|r| r.body).collect()
-}
-
-fn notify_table(lab: &Lab, hook: &HttpStandIn) -> String {
-    format!(
-        "[notify]\nwebhook-file = \"{}\"\n\n",
-        hook.url_file(&lab.path("webhook"), "/ntfy/backups")
-            .display()
-    )
-}
+use common::{
+    HttpStandIn, Lab, S3_KEY_ID, S3_SECRET, S3Server, notifications, notify_table, require, stderr,
+    stdout,
+};
 
 /// Blob names in the bucket folder the S3 server serves.
 fn bucket_objects(bucket: &Path) -> Vec<String> {

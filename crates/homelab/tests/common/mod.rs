@@ -774,3 +774,61 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
+
+// Helpers of the backup tests, one copy for all of them.
+
+pub fn status_json(lab: &Lab, config: &Path) -> (Option<i32>, serde_json::Value) {
+    let out = lab.backup(config, &["status", "--json"]);
+    let json = serde_json::from_slice(&out.stdout).expect("status JSON");
+    (out.status.code(), json)
+}
+
+pub fn notify_table(lab: &Lab, hook: &HttpStandIn) -> String {
+    format!(
+        "[notify]\nwebhook-file = \"{}\"\n\n",
+        hook.url_file(&lab.path("webhook"), "/ntfy/backups")
+            .display()
+    )
+}
+
+/// Notification texts the webhook stand-in received.
+pub fn notifications(hook: &HttpStandIn) -> Vec<String> {
+    hook.received().into_iter().map(|r| r.body).collect()
+}
+
+/// Waits for `child` at most `within`; kills it and fails the test if it is still running.
+pub fn wait_bounded(mut child: std::process::Child, within: Duration) -> (Output, Duration) {
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return (child.wait_with_output().expect("output"), started.elapsed());
+        }
+        if started.elapsed() > within {
+            let _ = child.kill();
+            panic!("still running after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn spawn_run(lab: &Lab, config: &Path) -> Child {
+    lab.homelab()
+        .args(["backup", "run", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("homelab starts")
+}
+
+/// Waits until some process's command line contains all of `needles`; returns its pid.
+pub fn wait_for_process(needles: &[&str], within: Duration) -> i32 {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(pid) = pids_with(needles).first() {
+            return *pid;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("no process with {needles:?} appeared within {within:?}");
+}
