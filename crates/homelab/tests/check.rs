@@ -357,12 +357,11 @@ fn refs_ingress_backend() {
         "                  name: https",
     );
     assert_finding(root, "refs/ingress-backend", &ingress, line);
-
-    // A volume made smaller than its claim (a claim bigger than its volume never binds).
 }
 
 #[test]
 fn refs_claim() {
+    // A volume made smaller than its claim (a claim bigger than its volume never binds).
     let copy = copy_repo();
     let root = copy.path();
     let volumes = format!("{CLUSTER}/manifests/cluster/persistent-volumes.yaml");
@@ -498,13 +497,12 @@ fn storage_not_backed_up() {
         .expect("pv")
         + 1;
     assert_finding(root, "storage/not-backed-up", &volumes, line);
-
-    // A volume and a backup source without their [[storage]] entry: the host would not make
-    // the folder with its owner and mode.
 }
 
 #[test]
 fn storage_unlisted() {
+    // A volume and a backup source without their [[storage]] entry: the host would not make
+    // the folder with its owner and mode.
     let volumes = format!("{CLUSTER}/manifests/cluster/persistent-volumes.yaml");
     let copy = copy_repo();
     let root = copy.path();
@@ -950,15 +948,12 @@ fn flux_alerts() {
 fn refs_alert_provider() {
     let alerts = format!("{CLUSTER}/manifests/alerts");
     let alert = format!("{alerts}/alert.yaml");
-    // Immich's HelmRelease lives in its own namespace: without its event source, its errors
-    // go nowhere.
+    // An Alert naming a Provider that does not exist delivers nothing.
     let copy = copy_repo();
     let root = copy.path();
     let line = edit(root, &alert, "    name: matrix", "    name: matrx");
     assert_finding(root, "refs/alert-provider", &alert, line);
     assert_only(root, &["refs/alert-provider", "flux/alerts"]);
-
-    // The Provider's Secret must hold the token under `token`.
 }
 
 #[test]
