@@ -122,18 +122,11 @@ fn list(kubeconfig: &PathBuf, resource: &str, deadline: Instant) -> Result<Vec<V
         .arg(kubeconfig)
         .arg(format!("--request-timeout={request}s"))
         .args(["get", resource, "--all-namespaces", "--output=json"]);
-    let done = crate::process::run(
+    let done = super::run_within(
         &mut command,
-        &crate::process::Cancel::default(),
-        Some(left),
-        true,
-    )
-    .map_err(|err| match err {
-        crate::process::ProcessError::TimedOut { .. } => {
-            "kubectl got no answer before the status deadline (API server frozen?)".to_owned()
-        }
-        other => other.to_string(),
-    })?;
+        left,
+        "kubectl got no answer before the status deadline (API server frozen?)",
+    )?;
     if !done.status.success() {
         return Err(clip(&one_line(&done.stderr_tail())));
     }

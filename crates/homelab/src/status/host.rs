@@ -39,18 +39,11 @@ fn systemctl(args: &[&str], deadline: Instant) -> Result<crate::process::Finishe
     let left = deadline
         .saturating_duration_since(Instant::now())
         .min(SYSTEMCTL_TIMEOUT);
-    crate::process::run(
+    super::run_within(
         &mut command,
-        &crate::process::Cancel::default(),
-        Some(left),
-        true,
+        left,
+        "systemctl did not answer in time (systemd hung?)",
     )
-    .map_err(|err| match err {
-        crate::process::ProcessError::TimedOut { .. } => {
-            "systemctl did not answer in time (systemd hung?)".to_owned()
-        }
-        other => other.to_string(),
-    })
 }
 
 /// One line per failed unit (a second failure is its own alert), or one ok line.

@@ -324,6 +324,25 @@ fn print(report: &Report) {
     );
 }
 
+/// Runs a part's program (output captured) for at most `left`; one still running then is
+/// reported as `frozen`, in the owner's words.
+pub fn run_within(
+    command: &mut std::process::Command,
+    left: Duration,
+    frozen: &str,
+) -> Result<crate::process::Finished, String> {
+    crate::process::run(
+        command,
+        &crate::process::Cancel::default(),
+        Some(left),
+        true,
+    )
+    .map_err(|err| match err {
+        crate::process::ProcessError::TimedOut { .. } => frozen.to_owned(),
+        other => other.to_string(),
+    })
+}
+
 /// Messages come from other programs (Flux, kubectl, kopia): never let them move the cursor
 /// or break the one-line layout.
 pub fn one_line(text: &str) -> String {
