@@ -23,6 +23,16 @@ fn edit(root: &Path, relative: &str, from: &str, to: &str) -> usize {
     text[..at].matches('\n').count() + 1
 }
 
+/// The 1-based number of the first line of `relative` that `matches`.
+#[track_caller]
+fn line_of(root: &Path, relative: &str, matches: impl Fn(&str) -> bool) -> usize {
+    let text = std::fs::read_to_string(root.join(relative)).expect("file to read");
+    text.lines()
+        .position(matches)
+        .unwrap_or_else(|| panic!("no such line in {relative}"))
+        + 1
+}
+
 fn write(root: &Path, relative: &str, text: &str) {
     let path = root.join(relative);
     std::fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
@@ -179,12 +189,7 @@ fn structure_missing_entry() {
     let root = copy.path();
     std::fs::remove_file(root.join(CLUSTER).join("manifests/cluster/namespaces.yaml")).expect("rm");
     let kustomization = format!("{CLUSTER}/manifests/cluster/kustomization.yaml");
-    let text = std::fs::read_to_string(root.join(&kustomization)).expect("read");
-    let line = text
-        .lines()
-        .position(|l| l.contains("namespaces.yaml"))
-        .expect("listed")
-        + 1;
+    let line = line_of(root, &kustomization, |l| l.contains("namespaces.yaml"));
     assert_finding(root, "structure/missing-entry", &kustomization, line);
 }
 
@@ -367,12 +372,7 @@ fn refs_claim() {
     let volumes = format!("{CLUSTER}/manifests/cluster/persistent-volumes.yaml");
     edit(root, &volumes, "storage: 20Gi", "storage: 10Gi");
     let claim = format!("{APPS}/libsql/persistentvolumeclaim.yaml");
-    let text = std::fs::read_to_string(root.join(&claim)).expect("read");
-    let line = text
-        .lines()
-        .position(|l| l.contains("storage: 20Gi"))
-        .expect("request")
-        + 1;
+    let line = line_of(root, &claim, |l| l.contains("storage: 20Gi"));
     let all = assert_finding(root, "refs/claim", &claim, line);
     assert!(
         all.contains("asks for 20Gi but volume libsql-data has 10Gi"),
@@ -383,8 +383,7 @@ fn refs_claim() {
     let copy = copy_repo();
     let root = copy.path();
     edit(root, &claim, "  storageClassName: \"\"\n", "");
-    let text = std::fs::read_to_string(root.join(&claim)).expect("read");
-    let line = text.lines().position(|l| l == "spec:").expect("spec") + 1;
+    let line = line_of(root, &claim, |l| l == "spec:");
     let all = assert_finding(root, "refs/claim", &claim, line);
     assert!(all.contains("storageClassName none differs"), "{all}");
 }
@@ -401,12 +400,7 @@ fn refs_namespace() {
         "",
     );
     let kustomization = format!("{APPS}/libsql/kustomization.yaml");
-    let text = std::fs::read_to_string(root.join(&kustomization)).expect("read");
-    let line = text
-        .lines()
-        .position(|l| l == "namespace: libsql")
-        .expect("namespace")
-        + 1;
+    let line = line_of(root, &kustomization, |l| l == "namespace: libsql");
     let all = assert_finding(root, "refs/namespace", &kustomization, line);
     assert!(
         all.contains("namespace libsql is declared by no Namespace"),
@@ -457,12 +451,9 @@ fn refs_backup_command() {
         "app.kubernetes.io/name: zero",
     );
     std::fs::write(&deployment, renamed).expect("write");
-    let facts = std::fs::read_to_string(root.join("homelab.toml")).expect("facts");
-    let line = facts
-        .lines()
-        .position(|l| l.contains("deployment = \"zeroclaw\""))
-        .expect("app")
-        + 1;
+    let line = line_of(root, "homelab.toml", |l| {
+        l.contains("deployment = \"zeroclaw\"")
+    });
     let all = assert_finding(root, "refs/backup-command", "homelab.toml", line);
     assert!(
         all.contains("not labelled app.kubernetes.io/name=zeroclaw"),
@@ -490,12 +481,7 @@ fn storage_not_backed_up() {
         "no-backup = \"a new certificate is generated",
         "# no-backup = \"a new certificate is generated",
     );
-    let text = std::fs::read_to_string(root.join(&volumes)).expect("read");
-    let line = text
-        .lines()
-        .position(|l| l.contains("path: /srv/kopia/server"))
-        .expect("pv")
-        + 1;
+    let line = line_of(root, &volumes, |l| l.contains("path: /srv/kopia/server"));
     assert_finding(root, "storage/not-backed-up", &volumes, line);
 }
 
@@ -512,19 +498,9 @@ fn storage_unlisted() {
         "[[storage]]\npath = \"/srv/zeroclaw\"\nowner = \"65534:65534\"\nmode = \"0750\"\n",
         "",
     );
-    let text = std::fs::read_to_string(root.join(&volumes)).expect("read");
-    let line = text
-        .lines()
-        .position(|l| l.contains("path: /srv/zeroclaw"))
-        .expect("pv")
-        + 1;
+    let line = line_of(root, &volumes, |l| l.contains("path: /srv/zeroclaw"));
     assert_finding(root, "storage/unlisted", &volumes, line);
-    let facts = std::fs::read_to_string(root.join("homelab.toml")).expect("facts");
-    let source_line = facts
-        .lines()
-        .position(|l| l == "path = \"/srv/zeroclaw\"")
-        .expect("source")
-        + 1;
+    let source_line = line_of(root, "homelab.toml", |l| l == "path = \"/srv/zeroclaw\"");
     let all = assert_finding(root, "storage/unlisted", "homelab.toml", source_line);
     assert!(
         all.contains("backup source /srv/zeroclaw has no [[storage]] entry"),
@@ -545,12 +521,7 @@ fn exposure_ingress_unrouted() {
         "host: vaultwarden.aza.network",
     );
     assert_finding(root, "exposure/ingress-unrouted", &ingress, line);
-    let facts = std::fs::read_to_string(root.join("homelab.toml")).expect("read");
-    let route = facts
-        .lines()
-        .position(|l| l == "name = \"vault\"")
-        .expect("route")
-        + 1;
+    let route = line_of(root, "homelab.toml", |l| l == "name = \"vault\"");
     assert_finding(root, "exposure/route-ingress", "homelab.toml", route);
 }
 
@@ -564,12 +535,7 @@ fn exposure_tcp_route() {
         "clusterIP: 10.43.0.51",
         "clusterIP: 10.43.0.52",
     );
-    let facts = std::fs::read_to_string(root.join("homelab.toml")).expect("read");
-    let route = facts
-        .lines()
-        .position(|l| l == "name = \"kopia\"")
-        .expect("route")
-        + 1;
+    let route = line_of(root, "homelab.toml", |l| l == "name = \"kopia\"");
     assert_finding(root, "exposure/tcp-route", "homelab.toml", route);
 
     let copy = copy_repo();
@@ -712,12 +678,7 @@ fn secrets_whole_document() {
     let copy = copy_repo();
     let root = copy.path();
     let sync = format!("{CLUSTER}/flux-system-sync.yaml");
-    let text = std::fs::read_to_string(root.join(&sync)).expect("sync");
-    let line = text
-        .lines()
-        .position(|l| l == "kind: GitRepository")
-        .expect("GitRepository")
-        + 1;
+    let line = line_of(root, &sync, |l| l == "kind: GitRepository");
     edit(
         root,
         &sync,
@@ -1186,12 +1147,7 @@ fn hygiene_probes() {
         "          livenessProbe:\n            httpGet:\n              path: /alive\n              port: http\n            initialDelaySeconds: 30\n            periodSeconds: 30\n",
         "",
     );
-    let text = std::fs::read_to_string(root.join(&deployment)).expect("read");
-    let line = text
-        .lines()
-        .position(|l| l.contains("- name: vaultwarden"))
-        .expect("container")
-        + 1;
+    let line = line_of(root, &deployment, |l| l.contains("- name: vaultwarden"));
     assert_finding(root, "hygiene/probes", &deployment, line);
 }
 
@@ -1631,12 +1587,7 @@ fn review_found_mistakes_are_caught_without_false_findings() {
         "    name: libsql-old\n  hostPath",
     );
     let claim = format!("{APPS}/libsql/persistentvolumeclaim.yaml");
-    let text = std::fs::read_to_string(root.join(&claim)).expect("read");
-    let line = text
-        .lines()
-        .position(|l| l.contains("volumeName:"))
-        .expect("volumeName")
-        + 1;
+    let line = line_of(root, &claim, |l| l.contains("volumeName:"));
     assert_finding(root, "refs/claim", &claim, line);
     assert_only(root, &["refs/claim"]);
 
